@@ -1,0 +1,143 @@
+//! Inputs: what a fixture line, a CLI command or (later) an HTTP request asks of the
+//! ledger, with its business time, its actor and the caller's idempotency key.
+//! An input is not an event; it is run through the rules (`decide`), and both the
+//! input (`input.recorded`) and its outcome are appended.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ids::{AccountId, Actor, AppId, Key, StreamId};
+use crate::money::Amount;
+use crate::time::Instant;
+
+/// The kinds of money an account holds (rules.md §1). Vouchers come with the money issue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoneyKind {
+    Cash,
+    IncomeTransfer,
+    Gift,
+}
+
+impl MoneyKind {
+    pub const ALL: [MoneyKind; 3] = [MoneyKind::Cash, MoneyKind::IncomeTransfer, MoneyKind::Gift];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoneyKind::Cash => "cash",
+            MoneyKind::IncomeTransfer => "income_transfer",
+            MoneyKind::Gift => "gift",
+        }
+    }
+}
+
+/// An edition's id as the rulebook names it (`standard`, `pro`, `pro_plus`, …).
+/// Editions differ by era, so the set is data in the rulebook, not an enum here.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EditionId(pub String);
+
+impl std::fmt::Display for EditionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where reminders for an account go: the account creator's email and phone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    pub email: String,
+    pub sms: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    OpenAccount {
+        account: AccountId,
+        creator: Contact,
+    },
+    AddFunds {
+        account: AccountId,
+        kind: MoneyKind,
+        amount: Amount,
+    },
+    CreateApp {
+        account: AccountId,
+        app: AppId,
+        name: String,
+    },
+    BuyEdition {
+        app: AppId,
+        edition: EditionId,
+        months: u32,
+        /// Enterprise only: the monthly price of the customer's contract.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contract_monthly_price: Option<Amount>,
+    },
+    SetAutoRenew {
+        app: AppId,
+        on: bool,
+    },
+    /// Let business time pass to `at`: every deadline up to it fires.
+    AdvanceClock {},
+}
+
+impl Command {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Command::OpenAccount { .. } => "open_account",
+            Command::AddFunds { .. } => "add_funds",
+            Command::CreateApp { .. } => "create_app",
+            Command::BuyEdition { .. } => "buy_edition",
+            Command::SetAutoRenew { .. } => "set_auto_renew",
+            Command::AdvanceClock {} => "advance_clock",
+        }
+    }
+
+    /// The stream where the outcome of this command, refusal included, is told.
+    pub fn primary_stream(&self) -> StreamId {
+        match self {
+            Command::OpenAccount { account, .. } | Command::AddFunds { account, .. } | Command::CreateApp { account, .. } => {
+                StreamId::account(account)
+            }
+            Command::BuyEdition { app, .. } | Command::SetAutoRenew { app, .. } => StreamId::app(*app),
+            Command::AdvanceClock {} => StreamId::named(StreamId::CLOCK),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Input {
+    pub key: Key,
+    pub at: Instant,
+    pub actor: Actor,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+impl Input {
+    /// SHA-256 of the input's canonical JSON: what "the same payload" means for a repeated key.
+    pub fn digest(&self) -> [u8; 32] {
+        let bytes = serde_json::to_vec(self).expect("inputs always serialize");
+        Sha256::digest(bytes).into()
+    }
+}
+
+impl<'de> Deserialize<'de> for Input {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Input, D::Error> {
+        use serde::de::Error;
+        // Envelope fields first, then the command with unknown fields denied: a typo
+        // such as "amout" is refused instead of silently defaulted.
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut take = |name: &'static str| map.remove(name).ok_or_else(|| D::Error::missing_field(name));
+        let key = Key::deserialize(take("key")?).map_err(|e| D::Error::custom(format!("key: {e}")))?;
+        let at = Instant::deserialize(take("at")?).map_err(|e| D::Error::custom(format!("at: {e}")))?;
+        let actor = Actor::deserialize(take("actor")?).map_err(|e| D::Error::custom(format!("actor: {e}")))?;
+        if !map.contains_key("type") {
+            return Err(D::Error::missing_field("type"));
+        }
+        let command = Command::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)?;
+        Ok(Input { key, at, actor, command })
+    }
+}

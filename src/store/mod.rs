@@ -1,0 +1,107 @@
+//! The event store: an append-only, hash-chained log with a stream index and an
+//! idempotency-key index, behind a trait free of any backend's types so that a
+//! server-backed store (PostgreSQL, a later issue) can implement it and pass the same
+//! conformance suite (`tests/store_conformance.rs`).
+
+mod memory;
+mod sled_store;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+use chat_ledger_events::{Hash, Key, SealedEvent, StreamId};
+
+/// Position and hash of the last event in the log (`seq` 0 and [`Hash::GENESIS`] when empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+impl Head {
+    pub const EMPTY: Head = Head { seq: 0, hash: Hash::GENESIS };
+}
+
+/// All the events one input (or one fired deadline) produced, under its idempotency key.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    pub key: Key,
+    /// Digest of the input's payload: the same key with another digest is a conflict.
+    pub digest: [u8; 32],
+    /// Sealed, with consecutive `seq`s continuing the previous commit of the batch.
+    pub events: Vec<SealedEvent>,
+}
+
+/// Commits appended all-or-nothing, across every stream they touch.
+#[derive(Clone, Debug)]
+pub struct AppendBatch {
+    /// The head the batch was sealed against: a store whose head moved refuses the batch.
+    pub expected_head: Head,
+    pub commits: Vec<Commit>,
+}
+
+/// What the idempotency index remembers of a key: its payload digest and the events its
+/// input produced, so a repeat can be answered with the original outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub digest: [u8; 32],
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// One event as read back: its position as the store indexes it, and the stored bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the log moved: expected head {} at {}, found {} at {}; re-read and decide again", .expected.hash, .expected.seq, .found.hash, .found.seq)]
+    HeadMoved { expected: Head, found: Head },
+    #[error("stream {stream} is at version {found}, the batch expected {expected}; re-read the stream and decide again")]
+    StaleStream { stream: StreamId, expected: u64, found: u64 },
+    #[error("key {key:?} is already recorded (events {} to {}) with this payload; nothing was appended", .record.first_seq, .record.last_seq)]
+    KeyRepeated { key: Key, record: KeyRecord },
+    #[error("key {key:?} is already recorded (event {first_seq}) with a different payload; use a new key for a new input")]
+    KeyConflict { key: Key, first_seq: u64 },
+    #[error("malformed batch: {0}")]
+    BadBatch(String),
+    #[error("the store is damaged: {0}; run `chat-ledger verify` for the first bad position")]
+    Corrupt(String),
+    #[error("storage failed: {0}")]
+    Io(String),
+}
+
+/// The contract every backend keeps. Reads by position and by stream use an index;
+/// none of them scans the log.
+pub trait EventStore: Send + Sync {
+    /// The last event's position and hash.
+    fn head(&self) -> Result<Head, StoreError>;
+
+    /// Appends every commit of the batch or none of them, and returns only once the batch
+    /// is durable: an `Ok` is an acknowledgement. Checks, before writing anything: the head
+    /// equals `expected_head`; `seq`s continue it without a gap and each `prev` is the hash
+    /// of the event before; each event's stream version is its stream's current version + 1;
+    /// no key is already recorded (same digest → `KeyRepeated`, else `KeyConflict`) or
+    /// repeated inside the batch.
+    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
+
+    /// What the idempotency index holds for `key`.
+    fn key_record(&self, key: &Key) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// The stream's current version (0 for a stream with no events).
+    fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError>;
+
+    /// Up to `max` events from position `from_seq` on, in order.
+    fn read(&self, from_seq: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Up to `max` events of `stream` from stream version `from_version` on, in order.
+    fn read_stream(&self, stream: &StreamId, from_version: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Stores a projection snapshot under `name`, replacing the previous one.
+    fn put_snapshot(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
+
+    fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
