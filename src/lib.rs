@@ -1,1 +1,11 @@
+//! chat-ledger: an event-sourced subscription ledger for the billing of a cloud Chat
+//! service. See docs/ARCHITECTURE.md for the map.
 
+pub mod describe;
+pub mod import;
+pub mod ledger;
+pub mod replay;
+pub mod rulebook;
+pub mod rules;
+pub mod store;
+pub mod verify;

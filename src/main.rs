@@ -1,1 +1,505 @@
-fn main(){}
+//! The `chat-ledger` command line. Thin: parses arguments, opens the store, calls the
+//! library, prints. Exit codes: 0 ok; 1 failure (verify found damage, storage, conflict);
+//! 2 usage; 65 bad input (nothing was appended).
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chat_ledger::describe::{app_block, log_line, status_word, zone_of};
+use chat_ledger::import::{self, LedgerCheckError, CHUNK_INPUTS_DEFAULT};
+use chat_ledger::ledger::{Ledger, LedgerError, Outcome};
+use chat_ledger::replay;
+use chat_ledger::rulebook::Rulebook;
+use chat_ledger::store::{EventStore, SledStore};
+use chat_ledger::verify::{self, head_label, ExpectedHead};
+use chat_ledger_events::{decode, AccountId, Actor, AppId, Command, Input, Instant, Key, StreamId};
+use chat_ledger_projections::LedgerView;
+use clap::{Parser, Subcommand};
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 65;
+
+#[derive(Parser)]
+#[command(
+    name = "chat-ledger",
+    version,
+    about = "Event-sourced subscription ledger for a cloud Chat service"
+)]
+struct Cli {
+    /// Folder of the embedded store (sled); created on first use.
+    #[arg(long, global = true, env = "CHAT_LEDGER_DATA", default_value = "./ledger-data")]
+    data: PathBuf,
+    /// Rulebook for new decisions: a bundled id (intl-2025) or a rulebook JSON file.
+    #[arg(long, global = true, env = "CHAT_LEDGER_RULEBOOK", default_value = "intl-2025")]
+    rulebook: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Append a timeline of inputs (JSON Lines), or with --events an exported log.
+    Import {
+        file: PathBuf,
+        /// The file is an export (`chat-ledger export`): restore its events verbatim.
+        #[arg(long)]
+        events: bool,
+        /// Inputs per acknowledged (flushed) batch.
+        #[arg(long, default_value_t = CHUNK_INPUTS_DEFAULT)]
+        chunk: usize,
+    },
+    /// Let business time pass: every deadline up to --to fires.
+    Advance {
+        /// RFC 3339 with an offset, e.g. 2025-07-02T00:00:00+08:00.
+        #[arg(long)]
+        to: String,
+        /// Idempotency key; default `advance/<to>`.
+        #[arg(long)]
+        key: Option<String>,
+        /// customer, support:<name> or system.
+        #[arg(long, default_value = "system")]
+        actor: String,
+    },
+    /// Current (or past, with --as-of) state of an app, an account or the deadlines.
+    State {
+        #[command(subcommand)]
+        what: StateCmd,
+    },
+    /// The events, in order.
+    Log {
+        /// Only this stream: account:<id>, app:<SDKAppID>, inputs, clock or ledger.
+        #[arg(long)]
+        stream: Option<String>,
+        /// The stored canonical bytes, one event per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that the log is intact (hash chain, positions) and consistent (replayable).
+    Verify {
+        /// The head an auditor kept, as printed by verify: SEQ:HASH (or HASH).
+        #[arg(long)]
+        expect_head: Option<String>,
+        /// Verify an exported file instead of the store.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every event's stored bytes, one per line, to stdout.
+    Export,
+}
+
+#[derive(Subcommand)]
+enum StateCmd {
+    App {
+        sdk_app_id: u64,
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    Account {
+        id: String,
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every pending expiry, grace end and reclamation, in firing order.
+    Deadlines {
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error for the user: what went wrong and the exit code it deserves.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn failure(message: impl ToString) -> Failure {
+    Failure {
+        code: EXIT_FAILURE,
+        message: message.to_string(),
+    }
+}
+
+fn bad_input(message: impl ToString) -> Failure {
+    Failure {
+        code: EXIT_BAD_INPUT,
+        message: message.to_string(),
+    }
+}
+
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Failure {
+        failure(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn open_store(data: &Path) -> Result<SledStore, Failure> {
+    SledStore::open(data).map_err(|e| {
+        failure(format!(
+            "cannot open the ledger in {}: {e} (is another chat-ledger using it?)",
+            data.display()
+        ))
+    })
+}
+
+fn load_rulebook(name: &str) -> Result<Rulebook, Failure> {
+    if name == "intl-2025" {
+        return Ok(Rulebook::intl_2025());
+    }
+    let path = Path::new(name);
+    if !path.exists() {
+        return Err(failure(format!(
+            "rulebook {name:?} is neither a bundled rulebook (intl-2025) nor a file"
+        )));
+    }
+    Rulebook::load(path).map_err(|e| failure(format!("rulebook: {e}")))
+}
+
+fn open_ledger(cli: &Cli) -> Result<Ledger, Failure> {
+    let store = open_store(&cli.data)?;
+    let book = load_rulebook(&cli.rulebook)?;
+    Ledger::open(Box::new(store), book).map_err(|e| match e {
+        LedgerError::RulebookMismatch { .. } => failure(format!("{e}: pass the ledger's rulebook with --rulebook")),
+        other => failure(other),
+    })
+}
+
+fn parse_instant(text: &str, flag: &str) -> Result<Instant, Failure> {
+    Instant::parse(text).map_err(|e| bad_input(format!("{flag}: {e}")))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Cmd::Import { file, events: true, .. } => restore(&cli.data, file),
+        Cmd::Import {
+            file,
+            events: false,
+            chunk,
+        } => import_inputs(&cli, file, *chunk),
+        Cmd::Advance { to, key, actor } => advance(&cli, to, key.as_deref(), actor),
+        Cmd::State { what } => state(&cli.data, what),
+        Cmd::Log { stream, json } => log(&cli.data, stream.as_deref(), *json),
+        Cmd::Verify {
+            expect_head,
+            file,
+            json,
+        } => verify_cmd(&cli.data, expect_head.as_deref(), file.as_deref(), *json),
+        Cmd::Export => {
+            let store = open_store(&cli.data)?;
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            verify::export(&store, &mut out).map_err(failure)?;
+            out.flush().map_err(failure)
+        }
+    }
+}
+
+fn import_inputs(cli: &Cli, file: &Path, chunk: usize) -> Result<(), Failure> {
+    if chunk == 0 {
+        return Err(bad_input("--chunk must be at least 1"));
+    }
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|e| bad_input(format!("{name}: cannot read: {e}")))?;
+    let mut ledger = open_ledger(cli)?;
+    let mut stdout = std::io::stdout().lock();
+    let summary = import::import(&mut ledger, &name, &text, chunk, |ack| {
+        // Printed only after the batch is flushed: a line here is a promise.
+        let _ = writeln!(
+            stdout,
+            "acknowledged: events through {} (input line {})",
+            ack.seq, ack.line
+        );
+        let _ = stdout.flush();
+    })
+    .map_err(|e| match e {
+        LedgerCheckError::Bad(bad) => bad_input(bad),
+        LedgerCheckError::Ledger(e) => failure(e),
+    })?;
+    ledger.save_snapshot()?;
+    println!(
+        "imported {name}: {} input(s) recorded ({} refused by the rules), {} already recorded; {} event(s) appended; head {}",
+        summary.lines_recorded,
+        summary.rejected.len(),
+        summary.lines_already_recorded,
+        summary.events_appended,
+        head_label(ledger.head())
+    );
+    for (line, key, rule, reason) in &summary.rejected {
+        println!("  refused: line {line} (key {}) by rule {rule}: {reason}", key.as_str());
+    }
+    print_apps(ledger.state());
+    Ok(())
+}
+
+fn print_apps(view: &LedgerView) {
+    const APPS_LISTED_MAX: usize = 20;
+    let zone = zone_of(view.rulebook.as_ref().map(|r| r.zone.as_str()));
+    if view.apps.len() > APPS_LISTED_MAX {
+        println!("{} apps; see `chat-ledger state app <SDKAppID>`", view.apps.len());
+        return;
+    }
+    if let Some(clock) = view.clock {
+        println!("ledger clock: {}", clock.display_in(zone));
+    }
+    for app in view.apps.values() {
+        let until = app
+            .plan
+            .as_ref()
+            .map(|p| p.valid_until.display_in(zone))
+            .unwrap_or_else(|| "-".into());
+        let reclaim = app
+            .reclamation
+            .as_ref()
+            .map(|r| format!(", reclaimed at {} unless reactivated", r.at.display_in(zone)));
+        println!(
+            "  app {} ({}): {} on {}, valid until {}{}",
+            app.app,
+            app.account,
+            status_word(app.status),
+            app.edition,
+            until,
+            reclaim.unwrap_or_default()
+        );
+    }
+}
+
+fn advance(cli: &Cli, to: &str, key: Option<&str>, actor: &str) -> Result<(), Failure> {
+    let at = parse_instant(to, "--to")?;
+    let key = Key::new(key.map_or_else(|| format!("advance/{at}"), str::to_owned)).map_err(bad_input)?;
+    let actor: Actor = actor.parse().map_err(bad_input)?;
+    let mut ledger = open_ledger(cli)?;
+    let before = ledger.head().seq;
+    let outcome = ledger
+        .submit(&[Input {
+            key,
+            at,
+            actor,
+            command: Command::AdvanceClock {},
+        }])
+        .map_err(|e| match e {
+            LedgerError::BeforeClock { .. } => bad_input(e),
+            other => failure(other),
+        })?;
+    ledger.save_snapshot()?;
+    let zone = zone_of(ledger.state().rulebook.as_ref().map(|r| r.zone.as_str()));
+    match &outcome[0] {
+        Outcome::Repeated(record) => println!(
+            "already advanced with this key (events {}..{})",
+            record.first_seq, record.last_seq
+        ),
+        Outcome::Recorded { .. } => {
+            let events = ledger.store().read(before + 1, usize::MAX).map_err(failure)?;
+            for stored in events {
+                let event = decode(&stored.bytes).map_err(failure)?;
+                println!("{}", log_line(&event, zone));
+            }
+        }
+    }
+    println!("clock at {}; head {}", at.display_in(zone), head_label(ledger.head()));
+    Ok(())
+}
+
+fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
+    let (as_of, json) = match what {
+        StateCmd::App { as_of, json, .. }
+        | StateCmd::Account { as_of, json, .. }
+        | StateCmd::Deadlines { as_of, json } => (as_of, *json),
+    };
+    let until = as_of.as_deref().map(|t| parse_instant(t, "--as-of")).transpose()?;
+    let store = open_store(data)?;
+    let view = replay::load(&store, until).map_err(failure)?;
+    let zone = zone_of(view.rulebook.as_ref().map(|r| r.zone.as_str()));
+    let as_of_line = match view.clock {
+        Some(clock) => format!("as of event {} ({})", view.seq, clock.display_in(zone)),
+        None => "the ledger is empty".to_owned(),
+    };
+    match what {
+        StateCmd::App { sdk_app_id, .. } => {
+            let app = view
+                .apps
+                .get(&AppId(*sdk_app_id))
+                .ok_or_else(|| failure(format!("no app {sdk_app_id} ({as_of_line})")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(app).expect("views serialize"));
+            } else {
+                print!("{}", app_block(app, zone));
+                println!("  {as_of_line}");
+            }
+        }
+        StateCmd::Account { id, .. } => {
+            let account_id = AccountId::new(id.clone()).map_err(bad_input)?;
+            let account = view
+                .accounts
+                .get(&account_id)
+                .ok_or_else(|| failure(format!("no account {id} ({as_of_line})")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(account).expect("views serialize"));
+            } else {
+                let b = &account.balances;
+                println!(
+                    "account {} (opened {})",
+                    account.account,
+                    account.opened_at.display_in(zone)
+                );
+                println!("  balance       {} available", b.available());
+                println!("    cash             {}", b.cash);
+                println!("    income transfer  {}", b.income_transfer);
+                println!("    gift             {}", b.gift);
+                let apps: Vec<String> = account.apps.iter().map(ToString::to_string).collect();
+                println!(
+                    "  apps          {}",
+                    if apps.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        apps.join(", ")
+                    }
+                );
+                println!("  reminders to  {} / {}", account.creator.email, account.creator.sms);
+                println!("  {as_of_line}");
+            }
+        }
+        StateCmd::Deadlines { .. } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&view.deadlines).expect("views serialize")
+                );
+            } else {
+                for d in &view.deadlines {
+                    println!("{}  {:<12} {}", d.at.display_in(zone), d.kind.as_str(), d.stream);
+                }
+                println!("{} pending deadline(s), {as_of_line}", view.deadlines.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn log(data: &Path, stream: Option<&str>, json: bool) -> Result<(), Failure> {
+    const PAGE_EVENTS: usize = 4096;
+    let store = open_store(data)?;
+    let stream = stream.map(StreamId::parse).transpose().map_err(bad_input)?;
+    let zone = zone_of(
+        replay::load(&store, None)
+            .map_err(failure)?
+            .rulebook
+            .as_ref()
+            .map(|r| r.zone.as_str()),
+    );
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut next = 1;
+    loop {
+        let page = match &stream {
+            Some(s) => store.read_stream(s, next, PAGE_EVENTS),
+            None => store.read(next, PAGE_EVENTS),
+        }
+        .map_err(failure)?;
+        if page.is_empty() {
+            break;
+        }
+        for stored in &page {
+            let event = decode(&stored.bytes).map_err(|e| failure(format!("event {}: {e}", stored.seq)))?;
+            next = if stream.is_some() {
+                event.version + 1
+            } else {
+                event.seq + 1
+            };
+            if json {
+                out.write_all(&stored.bytes).map_err(failure)?;
+                out.write_all(b"\n").map_err(failure)?;
+            } else {
+                writeln!(out, "{}", log_line(&event, zone)).map_err(failure)?;
+            }
+        }
+    }
+    out.flush().map_err(failure)
+}
+
+fn verify_cmd(data: &Path, expect_head: Option<&str>, file: Option<&Path>, json: bool) -> Result<(), Failure> {
+    let expected = expect_head
+        .map(str::parse::<ExpectedHead>)
+        .transpose()
+        .map_err(|e| bad_input(format!("--expect-head: {e}")))?;
+    let (what, result) = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))?;
+            (path.display().to_string(), verify::verify_export(&text, expected))
+        }
+        None => {
+            let store = open_store(data)?;
+            (
+                data.display().to_string(),
+                verify::verify_store(&store, expected).map_err(failure)?,
+            )
+        }
+    };
+    match result {
+        Ok(report) => {
+            if json {
+                let out = serde_json::json!({
+                    "ok": true, "head": head_label(report.head), "events": report.head.seq,
+                    "streams": report.streams, "inputs": report.inputs_recorded,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "ok: {what}: {} event(s) in {} stream(s), {} input(s); chain intact and replayable",
+                    report.head.seq, report.streams, report.inputs_recorded
+                );
+                println!(
+                    "head {}  (keep it; later: verify --expect-head {})",
+                    head_label(report.head),
+                    head_label(report.head)
+                );
+            }
+            Ok(())
+        }
+        Err(bad) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "position": bad.position, "reason": bad.reason })
+                );
+            }
+            Err(failure(format!("verify failed for {what}: {bad}")))
+        }
+    }
+}
+
+fn restore(data: &Path, file: &Path) -> Result<(), Failure> {
+    const RESTORE_COMMITS_PER_BATCH: usize = 1000;
+    let text = std::fs::read_to_string(file).map_err(|e| bad_input(format!("{}: cannot read: {e}", file.display())))?;
+    let store = open_store(data)?;
+    let appended = verify::restore(&store, &text, RESTORE_COMMITS_PER_BATCH).map_err(|e| match e {
+        verify::ExportError::Invalid(_) | verify::ExportError::Diverged { .. } => {
+            bad_input(format!("{}: {e}", file.display()))
+        }
+        other => failure(other),
+    })?;
+    let head = store.head().map_err(failure)?;
+    println!(
+        "restored {appended} event(s) from {}; head {}",
+        file.display(),
+        head_label(head)
+    );
+    Ok(())
+}

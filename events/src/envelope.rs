@@ -47,8 +47,7 @@ impl Hash {
 
     pub fn parse(text: &str) -> Result<Hash, String> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out)
-            .map_err(|e| format!("hash {text:?} is not 64 hexadecimal digits: {e}"))?;
+        hex::decode_to_slice(text, &mut out).map_err(|e| format!("hash {text:?} is not 64 hexadecimal digits: {e}"))?;
         Ok(Hash(out))
     }
 }
@@ -193,7 +192,8 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
 }
 
 pub fn decode_with(bytes: &[u8], upcasters: &[Upcaster]) -> Result<Envelope, DecodeError> {
-    let stored: StoredEnvelope = serde_json::from_slice(bytes).map_err(|e| DecodeError(format!("not an event envelope: {e}")))?;
+    let stored: StoredEnvelope =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError(format!("not an event envelope: {e}")))?;
     if stored.schema > SCHEMA_VERSION {
         return Err(DecodeError(format!(
             "event schema {} is newer than this build's {SCHEMA_VERSION}: upgrade chat-ledger",
@@ -247,8 +247,14 @@ mod tests {
             actor: Actor::Customer,
             key,
             cause: None,
-            decision: Some(Decision { rule: "auto_renew.switch".into(), rulebook: "intl-2025@1".into() }),
-            body: EventBody::AutoRenewSwitched { app: AppId(1400000001), on: true },
+            decision: Some(Decision {
+                rule: "auto_renew.switch".into(),
+                rulebook: "intl-2025@1".into(),
+            }),
+            body: EventBody::AutoRenewSwitched {
+                app: AppId(1400000001),
+                on: true,
+            },
         }
     }
 
@@ -257,11 +263,21 @@ mod tests {
         let sealed = seal(1, Hash::GENESIS, sample("k1"));
         assert_eq!(decode(&sealed.bytes).unwrap(), sealed.envelope);
         assert_eq!(sealed.hash, Hash::of(&sealed.bytes));
-        assert_eq!(seal(1, Hash::GENESIS, sample("k1")).bytes, sealed.bytes, "sealing is deterministic");
-        assert_ne!(event_id(&Key::new("k1").unwrap(), 0), event_id(&Key::new("k1").unwrap(), 1));
+        assert_eq!(
+            seal(1, Hash::GENESIS, sample("k1")).bytes,
+            sealed.bytes,
+            "sealing is deterministic"
+        );
+        assert_ne!(
+            event_id(&Key::new("k1").unwrap(), 0),
+            event_id(&Key::new("k1").unwrap(), 1)
+        );
         let text = String::from_utf8(sealed.bytes).unwrap();
         assert!(text.starts_with(r#"{"seq":1,"prev":"0000"#), "{text}");
-        assert!(text.contains(r#""occurred_at":"2025-03-01T02:00:00Z""#), "stored in UTC: {text}");
+        assert!(
+            text.contains(r#""occurred_at":"2025-03-01T02:00:00Z""#),
+            "stored in UTC: {text}"
+        );
     }
 
     #[test]
@@ -278,7 +294,10 @@ mod tests {
             .replace(r#""on":true"#, r#""enabled":true"#)
             .replace(r#""schema":1"#, r#""schema":0"#);
         assert!(decode(old.as_bytes()).is_err(), "no production upcaster from 0 exists");
-        let upcasters = [Upcaster { from: 0, upcast: rename_enabled }];
+        let upcasters = [Upcaster {
+            from: 0,
+            upcast: rename_enabled,
+        }];
         let read = decode_with(old.as_bytes(), &upcasters).unwrap();
         assert_eq!(read.event, sealed.envelope.event);
         assert_eq!(read.schema, 0, "the envelope still says what was stored");
@@ -287,7 +306,9 @@ mod tests {
     #[test]
     fn newer_schemas_are_refused_with_advice() {
         let sealed = seal(1, Hash::GENESIS, sample("k1"));
-        let newer = String::from_utf8(sealed.bytes).unwrap().replace(r#""schema":1"#, r#""schema":9"#);
+        let newer = String::from_utf8(sealed.bytes)
+            .unwrap()
+            .replace(r#""schema":1"#, r#""schema":9"#);
         let err = decode(newer.as_bytes()).unwrap_err();
         assert!(err.0.contains("upgrade chat-ledger"), "{err}");
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, AppId};
 use crate::input::{Contact, EditionId, Input, MoneyKind};
-use crate::money::Money;
+use crate::money::{Currency, Money};
 use crate::time::Instant;
 
 /// Why an app is unusable. An app's status is derived from the *set* of its holds,
@@ -50,7 +50,12 @@ pub struct PaymentSplit {
 pub enum EventBody {
     /// The ledger adopted a rulebook: every later decision names it.
     #[serde(rename = "rulebook.adopted")]
-    RulebookAdopted { rulebook: String, seed: String, zone: String },
+    RulebookAdopted {
+        rulebook: String,
+        seed: String,
+        zone: String,
+        currency: Currency,
+    },
 
     /// An accepted input, verbatim, so an auditor or a later rulebook can re-run the decisions.
     #[serde(rename = "input.recorded")]
@@ -67,14 +72,28 @@ pub enum EventBody {
     AccountOpened { account: AccountId, creator: Contact },
 
     #[serde(rename = "funds.added")]
-    FundsAdded { account: AccountId, kind: MoneyKind, amount: Money },
+    FundsAdded {
+        account: AccountId,
+        kind: MoneyKind,
+        amount: Money,
+    },
 
     /// Money taken from an account's balance for an order.
     #[serde(rename = "account.charged")]
-    AccountCharged { account: AccountId, order: String, amount: Money, split: PaymentSplit },
+    AccountCharged {
+        account: AccountId,
+        order: String,
+        amount: Money,
+        split: PaymentSplit,
+    },
 
     #[serde(rename = "app.created")]
-    AppCreated { app: AppId, account: AccountId, name: String, edition: EditionId },
+    AppCreated {
+        app: AppId,
+        account: AccountId,
+        name: String,
+        edition: EditionId,
+    },
 
     #[serde(rename = "edition.purchased")]
     EditionPurchased {
@@ -94,7 +113,11 @@ pub enum EventBody {
 
     /// The plan's validity ended; the app stays usable until `grace_ends_at`.
     #[serde(rename = "plan.expired")]
-    PlanExpired { app: AppId, valid_until: Instant, grace_ends_at: Instant },
+    PlanExpired {
+        app: AppId,
+        valid_until: Instant,
+        grace_ends_at: Instant,
+    },
 
     /// A hold was put on the app. `unusable_since` is set when this hold made a usable app
     /// unusable, with the instant its resources will be reclaimed unless it is usable again.

@@ -10,10 +10,18 @@ pub const ID_MAX_BYTES: usize = 128;
 
 fn check_token(what: &str, text: &str) -> Result<(), String> {
     if text.is_empty() || text.len() > ID_MAX_BYTES {
-        return Err(format!("{what} must be 1 to {ID_MAX_BYTES} bytes, got {} bytes", text.len()));
+        return Err(format!(
+            "{what} must be 1 to {ID_MAX_BYTES} bytes, got {} bytes",
+            text.len()
+        ));
     }
-    if let Some(c) = text.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@'))) {
-        return Err(format!("{what} {text:?} contains {c:?}; use letters, digits and - _ . : / @"));
+    if let Some(c) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@')))
+    {
+        return Err(format!(
+            "{what} {text:?} contains {c:?}; use letters, digits and - _ . : / @"
+        ));
     }
     Ok(())
 }
@@ -107,7 +115,9 @@ impl StreamId {
                 .map(|n| StreamId::app(AppId(n)))
                 .map_err(|_| format!("stream {text:?}: an app stream is app:<SDKAppID>, a number")),
             None if [Self::INPUTS, Self::CLOCK, Self::LEDGER].contains(&text) => Ok(StreamId(text.to_owned())),
-            _ => Err(format!("unknown stream {text:?}: use account:<id>, app:<SDKAppID>, inputs, clock or ledger")),
+            _ => Err(format!(
+                "unknown stream {text:?}: use account:<id>, app:<SDKAppID>, inputs, clock or ledger"
+            )),
         }
     }
     pub fn as_str(&self) -> &str {
@@ -149,7 +159,9 @@ impl std::str::FromStr for Actor {
                 check_token("support agent", who)?;
                 Ok(Actor::Support(who.to_owned()))
             }
-            _ => Err(format!("actor {s:?} is not one of \"customer\", \"support:<name>\", \"system\"")),
+            _ => Err(format!(
+                "actor {s:?} is not one of \"customer\", \"support:<name>\", \"system\""
+            )),
         }
     }
 }

@@ -98,9 +98,9 @@ impl Command {
     /// The stream where the outcome of this command, refusal included, is told.
     pub fn primary_stream(&self) -> StreamId {
         match self {
-            Command::OpenAccount { account, .. } | Command::AddFunds { account, .. } | Command::CreateApp { account, .. } => {
-                StreamId::account(account)
-            }
+            Command::OpenAccount { account, .. }
+            | Command::AddFunds { account, .. }
+            | Command::CreateApp { account, .. } => StreamId::account(account),
             Command::BuyEdition { app, .. } | Command::SetAutoRenew { app, .. } => StreamId::app(*app),
             Command::AdvanceClock {} => StreamId::named(StreamId::CLOCK),
         }
@@ -138,6 +138,11 @@ impl<'de> Deserialize<'de> for Input {
             return Err(D::Error::missing_field("type"));
         }
         let command = Command::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)?;
-        Ok(Input { key, at, actor, command })
+        Ok(Input {
+            key,
+            at,
+            actor,
+            command,
+        })
     }
 }

@@ -8,7 +8,9 @@ pub mod input;
 pub mod money;
 pub mod time;
 
-pub use envelope::{decode, event_id, seal, Decision, DecodeError, Envelope, Hash, NewEvent, SealedEvent, SCHEMA_VERSION};
+pub use envelope::{
+    decode, event_id, seal, Decision, DecodeError, Envelope, Hash, NewEvent, SealedEvent, SCHEMA_VERSION,
+};
 pub use event::{EventBody, HoldKind, PaymentSplit, PurchasePurpose};
 pub use ids::{AccountId, Actor, AppId, Key, StreamId};
 pub use input::{Command, Contact, EditionId, Input, MoneyKind};

@@ -56,7 +56,10 @@ pub struct Money {
 impl Money {
     /// Panics if `amount` has more than two decimal places: callers round first, by a named rule.
     pub fn new(amount: Decimal, currency: Currency) -> Money {
-        assert!(amount.scale() <= MONEY_SCALE, "unrounded money {amount}: round by a named rule first");
+        assert!(
+            amount.scale() <= MONEY_SCALE,
+            "unrounded money {amount}: round by a named rule first"
+        );
         let mut amount = amount;
         amount.rescale(MONEY_SCALE);
         Money { amount, currency }
@@ -102,14 +105,18 @@ pub fn parse_amount(text: &str) -> Result<Decimal, String> {
         && !text.starts_with('.')
         && !text.ends_with('.');
     if text.starts_with('-') {
-        return Err(format!("amount {text:?} is negative; amounts are written as positive decimals"));
+        return Err(format!(
+            "amount {text:?} is negative; amounts are written as positive decimals"
+        ));
     }
     if !well_formed {
         return Err(format!("amount {text:?} is not a decimal number like \"500.00\""));
     }
     let value = Decimal::from_str(text).map_err(|e| format!("amount {text:?} is not a decimal number: {e}"))?;
     if value.scale() > MONEY_SCALE {
-        return Err(format!("amount {text:?} has fractions of a cent; at most {MONEY_SCALE} decimal places"));
+        return Err(format!(
+            "amount {text:?} has fractions of a cent; at most {MONEY_SCALE} decimal places"
+        ));
     }
     Ok(value)
 }
@@ -164,13 +171,19 @@ impl<'de> Deserialize<'de> for Amount {
                 parse_amount(v).map(Amount).map_err(E::custom)
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Amount, E> {
-                Err(E::custom(format!("amount {v} is a JSON number; write it as a string (\"{v}\") so no float rounding can touch it")))
+                Err(E::custom(format!(
+                    "amount {v} is a JSON number; write it as a string (\"{v}\") so no float rounding can touch it"
+                )))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Amount, E> {
-                Err(E::custom(format!("amount {v} is a JSON number; write it as a string (\"{v}.00\")")))
+                Err(E::custom(format!(
+                    "amount {v} is a JSON number; write it as a string (\"{v}.00\")"
+                )))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Amount, E> {
-                Err(E::custom(format!("amount {v} is negative and a JSON number; amounts are positive decimal strings")))
+                Err(E::custom(format!(
+                    "amount {v} is negative and a JSON number; amounts are positive decimal strings"
+                )))
             }
         }
         deserializer.deserialize_any(Visitor)

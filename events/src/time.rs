@@ -30,7 +30,9 @@ impl Instant {
             format!("timestamp {text:?} is not RFC 3339 with an offset (like 2025-07-02T00:00:00+08:00): {e}")
         })?;
         if t.timestamp_subsec_nanos() != 0 {
-            return Err(format!("timestamp {text:?} has fractions of a second; the ledger keeps whole seconds"));
+            return Err(format!(
+                "timestamp {text:?} has fractions of a second; the ledger keeps whole seconds"
+            ));
         }
         Ok(Instant(t.with_timezone(&Utc)))
     }

@@ -5,6 +5,7 @@
 
 mod memory;
 mod sled_store;
+mod validate;
 
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
@@ -19,7 +20,10 @@ pub struct Head {
 }
 
 impl Head {
-    pub const EMPTY: Head = Head { seq: 0, hash: Hash::GENESIS };
+    pub const EMPTY: Head = Head {
+        seq: 0,
+        hash: Hash::GENESIS,
+    };
 }
 
 /// All the events one input (or one fired deadline) produced, under its idempotency key.
@@ -60,11 +64,19 @@ pub struct StoredEvent {
 pub enum StoreError {
     #[error("the log moved: expected head {} at {}, found {} at {}; re-read and decide again", .expected.hash, .expected.seq, .found.hash, .found.seq)]
     HeadMoved { expected: Head, found: Head },
-    #[error("stream {stream} is at version {found}, the batch expected {expected}; re-read the stream and decide again")]
-    StaleStream { stream: StreamId, expected: u64, found: u64 },
+    #[error(
+        "stream {stream} is at version {found}, the batch expected {expected}; re-read the stream and decide again"
+    )]
+    StaleStream {
+        stream: StreamId,
+        expected: u64,
+        found: u64,
+    },
     #[error("key {key:?} is already recorded (events {} to {}) with this payload; nothing was appended", .record.first_seq, .record.last_seq)]
     KeyRepeated { key: Key, record: KeyRecord },
-    #[error("key {key:?} is already recorded (event {first_seq}) with a different payload; use a new key for a new input")]
+    #[error(
+        "key {key:?} is already recorded (event {first_seq}) with a different payload; use a new key for a new input"
+    )]
     KeyConflict { key: Key, first_seq: u64 },
     #[error("malformed batch: {0}")]
     BadBatch(String),

@@ -1,0 +1,192 @@
+//! Plain-language lines for events and views: what `log` prints in a terminal and what
+//! the snapshot tests record, so a reviewer reads the story, not JSON.
+
+use chat_ledger_events::{Envelope, EventBody, Instant, PurchasePurpose};
+use chat_ledger_projections::{AppStatus, AppView};
+use chrono::FixedOffset;
+
+/// The zone a ledger's instants are shown in, from its adopted rulebook.
+pub fn zone_of(zone: Option<&str>) -> FixedOffset {
+    zone.and_then(|z| z.parse().ok())
+        .unwrap_or_else(|| FixedOffset::east_opt(8 * 3600).expect("valid offset"))
+}
+
+fn when(t: Instant, zone: FixedOffset) -> String {
+    t.display_in(zone)
+}
+
+pub fn describe(body: &EventBody, zone: FixedOffset) -> String {
+    match body {
+        EventBody::RulebookAdopted {
+            rulebook,
+            seed,
+            zone: z,
+            currency,
+        } => {
+            format!(
+                "rulebook {rulebook} adopted (seed {seed}, zone {z}, {})",
+                currency.as_str()
+            )
+        }
+        EventBody::InputRecorded { input } => format!(
+            "input {} {:?} by {}",
+            input.command.type_name(),
+            input.key.as_str(),
+            input.actor
+        ),
+        EventBody::CommandRejected { command, reason } => format!("{command} refused: {reason}"),
+        EventBody::ClockAdvanced { to } => format!("clock advanced to {}", when(*to, zone)),
+        EventBody::AccountOpened { account, creator } => {
+            format!(
+                "account {account} opened (reminders to {} / {})",
+                creator.email, creator.sms
+            )
+        }
+        EventBody::FundsAdded { account, kind, amount } => format!("{amount} added to {account} as {}", kind.as_str()),
+        EventBody::AccountCharged {
+            account,
+            order,
+            amount,
+            split,
+        } => format!(
+            "{account} charged {amount} for order {order} (gift {}, income transfer {}, cash {})",
+            split.gift.amount(),
+            split.income_transfer.amount(),
+            split.cash.amount()
+        ),
+        EventBody::AppCreated {
+            app,
+            account,
+            name,
+            edition,
+        } => {
+            format!("app {app} {name:?} created for {account} on {edition}")
+        }
+        EventBody::EditionPurchased {
+            app,
+            order,
+            edition,
+            months,
+            amount,
+            purpose,
+            valid_from,
+            valid_until,
+            ..
+        } => {
+            let purpose = match purpose {
+                PurchasePurpose::New => "bought",
+                PurchasePurpose::Renewal => "renewed",
+                PurchasePurpose::Reactivation => "bought to reactivate",
+            };
+            format!(
+                "{edition} {purpose} for app {app}: {months} month(s), {amount}, order {order}, valid {} → {}",
+                when(*valid_from, zone),
+                when(*valid_until, zone)
+            )
+        }
+        EventBody::AutoRenewSwitched { app, on } => {
+            format!("auto-renew {} for app {app}", if *on { "on" } else { "off" })
+        }
+        EventBody::PlanExpired {
+            app,
+            valid_until,
+            grace_ends_at,
+        } => format!(
+            "plan of app {app} expired at {}; grace until {}",
+            when(*valid_until, zone),
+            when(*grace_ends_at, zone)
+        ),
+        EventBody::HoldPlaced {
+            app,
+            hold,
+            reclamation_at,
+        } => match reclamation_at {
+            Some(reclaim) => format!(
+                "app {app} suspended: {} hold; resources reclaimed at {} unless usable again",
+                hold.as_str(),
+                when(*reclaim, zone)
+            ),
+            None => format!("app {app}: {} hold added (already unusable)", hold.as_str()),
+        },
+        EventBody::HoldLifted { app, hold } => format!("app {app}: {} hold lifted", hold.as_str()),
+        EventBody::AppReclaimed { app, unusable_since } => {
+            format!(
+                "app {app} reclaimed for good (unusable since {})",
+                when(*unusable_since, zone)
+            )
+        }
+    }
+}
+
+/// One line of `log`: position, time, stream and version, type, story, rule.
+pub fn log_line(event: &Envelope, zone: FixedOffset) -> String {
+    let rule = event
+        .decision
+        .as_ref()
+        .map(|d| format!("  [{} {}]", d.rule, d.rulebook))
+        .unwrap_or_default();
+    format!(
+        "{:>6}  {}  {:<18} v{:<4} {:<19} {}{rule}",
+        event.seq,
+        when(event.occurred_at, zone),
+        event.stream.as_str(),
+        event.version,
+        event.event.type_name(),
+        describe(&event.event, zone)
+    )
+}
+
+pub fn status_word(status: AppStatus) -> &'static str {
+    match status {
+        AppStatus::Trial => "trial",
+        AppStatus::Active => "active",
+        AppStatus::Grace => "grace",
+        AppStatus::Suspended => "suspended",
+        AppStatus::Reclaimed => "reclaimed",
+    }
+}
+
+/// The plain `state app` block.
+pub fn app_block(app: &AppView, zone: FixedOffset) -> String {
+    let mut out = format!("app {} {:?} (account {})\n", app.app, app.name, app.account);
+    let mut row = |label: &str, value: String| out.push_str(&format!("  {label:<16}{value}\n"));
+    row("status", status_word(app.status).to_owned());
+    row("edition", app.edition.to_string());
+    if let Some(plan) = &app.plan {
+        row("plan", format!("order {} at {}/month", plan.order, plan.monthly_price));
+        row(
+            "valid",
+            format!("{} → {}", when(plan.valid_from, zone), when(plan.valid_until, zone)),
+        );
+    }
+    if let Some(expired) = &app.expired {
+        row("grace ends", when(expired.grace_ends_at, zone));
+    }
+    let holds: Vec<String> = app
+        .holds
+        .iter()
+        .map(|(kind, hold)| format!("{} since {}", kind.as_str(), when(hold.since, zone)))
+        .collect();
+    row(
+        "holds",
+        if holds.is_empty() {
+            "none".to_owned()
+        } else {
+            holds.join("; ")
+        },
+    );
+    if let Some(since) = app.unusable_since {
+        row("unusable since", when(since, zone));
+    }
+    if let Some(reclamation) = &app.reclamation {
+        row(
+            "reclamation",
+            format!("{} unless usable again before", when(reclamation.at, zone)),
+        );
+    }
+    if let Some(at) = app.reclaimed_at {
+        row("reclaimed", when(at, zone));
+    }
+    row("auto-renew", if app.auto_renew { "on" } else { "off" }.to_owned());
+    out
+}

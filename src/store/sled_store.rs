@@ -1,0 +1,335 @@
+//! The embedded [`EventStore`], on sled 0.34.7.
+//!
+//! # On-disk layout
+//!
+//! Everything an append writes lives in the tree named `log` and is written by one
+//! `Tree::apply_batch` (atomic on recovery), followed by a flush before `append` returns.
+//! Integers are u64 big-endian, so byte order is numeric order and range scans walk in
+//! position order. Keys, by their first byte:
+//!
+//! | key | value |
+//! |---|---|
+//! | `e` seq | the event's stored canonical bytes, exactly [`SealedEvent::bytes`](chat_ledger_events::SealedEvent) |
+//! | `s` stream-id bytes, `0x00`, version | seq of that stream version (8 bytes) |
+//! | `v` stream-id bytes | the stream's current version (8 bytes) |
+//! | `k` key bytes | [`KeyRecord`]: digest (32 bytes), first_seq (8), last_seq (8) |
+//! | `h` | the head: seq (8 bytes), then the hash of event seq (32 bytes) |
+//!
+//! Stream ids never contain `0x00` (appends refuse them), so the `s` entries of one stream
+//! are exactly those under the prefix `s` stream `0x00`.
+//!
+//! The head is read from `h` (no scan on open). Should `h` be missing, the head is the
+//! last `e` entry, found by one reverse seek; [`SledStore::stored_head`] tells the two
+//! apart for `verify`.
+//!
+//! Projection snapshots live in the tree `snapshots` (name → bytes), flushed on each put.
+//! Nothing else is stored. sled's own file format may change between its versions: the
+//! ledger's portable form is its export, not this directory.
+
+use std::fmt::Display;
+use std::path::Path;
+use std::sync::Mutex;
+
+use chat_ledger_events::{Hash, Key, StreamId};
+
+use super::validate::{key_record, validate};
+use super::{AppendBatch, EventStore, Head, KeyRecord, StoreError, StoredEvent};
+
+const LOG_TREE: &str = "log";
+const SNAPSHOT_TREE: &str = "snapshots";
+
+const EVENT: u8 = b'e';
+const STREAM_INDEX: u8 = b's';
+const STREAM_VERSION: u8 = b'v';
+const KEY: u8 = b'k';
+const HEAD: &[u8] = b"h";
+
+const KEY_RECORD_LEN: usize = 32 + 8 + 8;
+const HEAD_LEN: usize = 8 + 32;
+
+pub struct SledStore {
+    db: sled::Db,
+    log: sled::Tree,
+    snapshots: sled::Tree,
+    /// Serializes appends: the checks read the tree, so two appends validated against the
+    /// same head must not both write.
+    append_lock: Mutex<()>,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `dir`. sled locks the directory: one process
+    /// at a time.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let context = || format!("opening the store in {}", dir.display());
+        // Every write flushes before it returns, so sled's background flusher would only
+        // add IO: durability is exactly "up to the last acknowledged append".
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .map_err(sled_error(context()))?;
+        let log = db.open_tree(LOG_TREE).map_err(sled_error(context()))?;
+        let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(sled_error(context()))?;
+        Ok(SledStore {
+            db,
+            log,
+            snapshots,
+            append_lock: Mutex::new(()),
+        })
+    }
+
+    /// The head record `h` as stored, `None` if it is missing (where [`EventStore::head`]
+    /// falls back on the last event). For `verify`, which compares it with the chain.
+    pub fn stored_head(&self) -> Result<Option<Head>, StoreError> {
+        let Some(value) = self.log.get(HEAD).map_err(sled_error("reading the head"))? else {
+            return Ok(None);
+        };
+        if value.len() != HEAD_LEN {
+            return Err(StoreError::Corrupt(format!(
+                "the head record is {} bytes, not {HEAD_LEN}",
+                value.len()
+            )));
+        }
+        Ok(Some(Head {
+            seq: be_u64(&value[..8]),
+            hash: Hash(value[8..].try_into().expect("32 bytes")),
+        }))
+    }
+
+    /// [`EventStore::stream_version`], building the key in `buf`.
+    fn version_with(&self, buf: &mut Vec<u8>, stream: &StreamId) -> Result<u64, StoreError> {
+        prefixed(buf, STREAM_VERSION, stream.as_str().as_bytes());
+        match self
+            .log
+            .get(&buf[..])
+            .map_err(sled_error(format_args!("reading the version of stream {stream}")))?
+        {
+            None => Ok(0),
+            Some(value) if value.len() == 8 => Ok(be_u64(&value)),
+            Some(value) => Err(StoreError::Corrupt(format!(
+                "the version of stream {stream} is {} bytes, not 8",
+                value.len()
+            ))),
+        }
+    }
+
+    /// [`EventStore::key_record`], building the key in `buf`.
+    fn key_record_with(&self, buf: &mut Vec<u8>, key: &Key) -> Result<Option<KeyRecord>, StoreError> {
+        prefixed(buf, KEY, key.as_str().as_bytes());
+        let Some(value) = self
+            .log
+            .get(&buf[..])
+            .map_err(sled_error(format_args!("reading key {key}")))?
+        else {
+            return Ok(None);
+        };
+        if value.len() != KEY_RECORD_LEN {
+            return Err(StoreError::Corrupt(format!(
+                "the record of key {key} is {} bytes, not {KEY_RECORD_LEN}",
+                value.len()
+            )));
+        }
+        Ok(Some(KeyRecord {
+            digest: value[..32].try_into().expect("32 bytes"),
+            first_seq: be_u64(&value[32..40]),
+            last_seq: be_u64(&value[40..]),
+        }))
+    }
+
+    fn last_event_head(&self) -> Result<Head, StoreError> {
+        let last = self.log.range([EVENT]..[EVENT + 1]).next_back();
+        match last {
+            None => Ok(Head::EMPTY),
+            Some(entry) => {
+                let (key, bytes) = entry.map_err(sled_error("reading the last event"))?;
+                Ok(Head {
+                    seq: event_seq(&key)?,
+                    hash: Hash::of(&bytes),
+                })
+            }
+        }
+    }
+}
+
+impl EventStore for SledStore {
+    fn head(&self) -> Result<Head, StoreError> {
+        match self.stored_head()? {
+            Some(head) => Ok(head),
+            None => self.last_event_head(),
+        }
+    }
+
+    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+        let _writer = self.append_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let head = self.head()?;
+        // Two key buffers for the checks' lookups; the first is reused to build the writes.
+        let (mut key, mut key2) = (Vec::with_capacity(64), Vec::with_capacity(64));
+        let versions = validate(
+            batch,
+            head,
+            |stream| self.version_with(&mut key, stream),
+            |k| self.key_record_with(&mut key2, k),
+        )?;
+
+        let mut writes = sled::Batch::default();
+        let mut last = head;
+        for commit in &batch.commits {
+            for event in &commit.events {
+                let env = &event.envelope;
+                writes.insert(&event_key(env.seq)[..], event.bytes.as_slice());
+                stream_index_key(&mut key, &env.stream, env.version);
+                writes.insert(key.as_slice(), &env.seq.to_be_bytes()[..]);
+                last = Head {
+                    seq: env.seq,
+                    hash: event.hash,
+                };
+            }
+            let record = key_record(commit);
+            let mut value = [0u8; KEY_RECORD_LEN];
+            value[..32].copy_from_slice(&record.digest);
+            value[32..40].copy_from_slice(&record.first_seq.to_be_bytes());
+            value[40..].copy_from_slice(&record.last_seq.to_be_bytes());
+            prefixed(&mut key, KEY, commit.key.as_str().as_bytes());
+            writes.insert(key.as_slice(), &value[..]);
+        }
+        for (stream, version) in versions {
+            prefixed(&mut key, STREAM_VERSION, stream.as_str().as_bytes());
+            writes.insert(key.as_slice(), &version.to_be_bytes()[..]);
+        }
+        let mut head_value = [0u8; HEAD_LEN];
+        head_value[..8].copy_from_slice(&last.seq.to_be_bytes());
+        head_value[8..].copy_from_slice(&last.hash.0);
+        writes.insert(HEAD, &head_value[..]);
+
+        let first = head.seq + 1;
+        self.log
+            .apply_batch(writes)
+            .map_err(sled_error(format_args!("appending events {first} to {}", last.seq)))?;
+        // A failed flush leaves the batch applied in memory but perhaps not on disk: the
+        // caller gets Io and must re-read the head before deciding again.
+        let flush_failed = |e| sled_error(format_args!("flushing events {first} to {}", last.seq))(e);
+        self.db.flush().map_err(flush_failed)?; // ACKNOWLEDGED = FLUSHED: Ok means this batch is on disk.
+        Ok(())
+    }
+
+    fn key_record(&self, key: &Key) -> Result<Option<KeyRecord>, StoreError> {
+        self.key_record_with(&mut Vec::new(), key)
+    }
+
+    fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.version_with(&mut Vec::new(), stream)
+    }
+
+    fn read(&self, from_seq: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        if max == 0 {
+            return Ok(out);
+        }
+        let start = event_key(from_seq);
+        for entry in self.log.range(&start[..]..&[EVENT + 1][..]).take(max) {
+            let (key, bytes) = entry.map_err(sled_error(format_args!("reading events from {from_seq}")))?;
+            out.push(StoredEvent {
+                seq: event_seq(&key)?,
+                bytes: bytes.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn read_stream(&self, stream: &StreamId, from_version: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        if max == 0 {
+            return Ok(out);
+        }
+        let mut start = Vec::with_capacity(stream.as_str().len() + 10);
+        stream_index_key(&mut start, stream, from_version);
+        let mut end = start.clone();
+        end.truncate(1 + stream.as_str().len());
+        end.push(1); // just past the `0x00` separator: the end of this stream's entries
+        for entry in self.log.range(start..end).take(max) {
+            let (_, seq) = entry.map_err(sled_error(format_args!("reading stream {stream}")))?;
+            if seq.len() != 8 {
+                return Err(StoreError::Corrupt(format!(
+                    "an index entry of stream {stream} is {} bytes, not 8",
+                    seq.len()
+                )));
+            }
+            let seq = be_u64(&seq);
+            let bytes = self
+                .log
+                .get(event_key(seq))
+                .map_err(sled_error(format_args!("reading event {seq}")))?;
+            let Some(bytes) = bytes else {
+                return Err(StoreError::Corrupt(format!(
+                    "stream {stream} indexes event {seq}, which is missing"
+                )));
+            };
+            out.push(StoredEvent {
+                seq,
+                bytes: bytes.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn put_snapshot(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.snapshots
+            .insert(name, bytes)
+            .map_err(sled_error(format_args!("writing snapshot {name:?}")))?;
+        self.db
+            .flush()
+            .map_err(sled_error(format_args!("flushing snapshot {name:?}")))?;
+        Ok(())
+    }
+
+    fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = self
+            .snapshots
+            .get(name)
+            .map_err(sled_error(format_args!("reading snapshot {name:?}")))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+}
+
+/// `e` seq.
+fn event_key(seq: u64) -> [u8; 9] {
+    let mut key = [EVENT; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn event_seq(key: &[u8]) -> Result<u64, StoreError> {
+    match key {
+        [EVENT, seq @ ..] if seq.len() == 8 => Ok(be_u64(seq)),
+        _ => Err(StoreError::Corrupt(format!(
+            "event key {key:?} is not `e` and an 8-byte position"
+        ))),
+    }
+}
+
+/// `s` stream `0x00` version, into `buf`.
+fn stream_index_key(buf: &mut Vec<u8>, stream: &StreamId, version: u64) {
+    prefixed(buf, STREAM_INDEX, stream.as_str().as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(&version.to_be_bytes());
+}
+
+/// `prefix` then `rest`, into `buf`.
+fn prefixed(buf: &mut Vec<u8>, prefix: u8, rest: &[u8]) {
+    buf.clear();
+    buf.push(prefix);
+    buf.extend_from_slice(rest);
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes.try_into().expect("8 bytes"))
+}
+
+fn sled_error(context: impl Display) -> impl FnOnce(sled::Error) -> StoreError {
+    move |e| match e {
+        sled::Error::Corruption { at, .. } => {
+            StoreError::Corrupt(format!("{context}: sled found corruption at {at:?}"))
+        }
+        e => StoreError::Io(format!("{context}: {e}")),
+    }
+}

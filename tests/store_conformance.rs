@@ -1,0 +1,820 @@
+//! One suite, every backend: each case below is a function over `&dyn EventStore`, and
+//! `conformance!` turns it into a `#[test]` per backend (`memory::case`, `sled::case`).
+//! A new backend passes when it is added to the macro and every case is green.
+
+use std::collections::HashMap;
+
+use chat_ledger::store::{
+    AppendBatch, Commit, EventStore, Head, KeyRecord, MemoryStore, SledStore, StoreError, StoredEvent,
+};
+use chat_ledger_events::{
+    decode, event_id, seal, Actor, AppId, EventBody, Hash, Instant, Key, NewEvent, SealedEvent, StreamId,
+};
+
+// ---------------------------------------------------------------------------------------
+// Building batches
+
+fn app(n: u64) -> StreamId {
+    StreamId::app(AppId(n))
+}
+
+fn clock() -> StreamId {
+    StreamId::named(StreamId::CLOCK)
+}
+
+fn key(text: &str) -> Key {
+    Key::new(text).unwrap()
+}
+
+fn digest(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+/// A body that fits the stream: auto-renew switches for app streams, clock ticks otherwise.
+fn body_for(stream: &StreamId, n: usize) -> EventBody {
+    match stream.as_str().strip_prefix("app:") {
+        Some(id) => EventBody::AutoRenewSwitched {
+            app: AppId(id.parse().unwrap()),
+            on: n % 2 == 0,
+        },
+        None => EventBody::ClockAdvanced {
+            to: Instant::parse(&format!("2025-03-01T10:00:{:02}+08:00", n % 60)).unwrap(),
+        },
+    }
+}
+
+/// Seals commits against a store's current head and stream versions, chaining `seq`,
+/// `prev` and versions across the commits of one batch.
+struct Builder<'s> {
+    store: &'s dyn EventStore,
+    start: Head,
+    next: Head,
+    versions: HashMap<StreamId, u64>,
+}
+
+impl<'s> Builder<'s> {
+    fn new(store: &'s dyn EventStore) -> Builder<'s> {
+        let head = store.head().unwrap();
+        Builder {
+            store,
+            start: head,
+            next: head,
+            versions: HashMap::new(),
+        }
+    }
+
+    /// A commit under `key` with one event per stream listed, in order.
+    fn commit(&mut self, key_text: &str, digest_byte: u8, streams: &[StreamId]) -> Commit {
+        let k = key(key_text);
+        let mut events = Vec::new();
+        for (index, stream) in streams.iter().enumerate() {
+            let version = match self.versions.get(stream) {
+                Some(&v) => v + 1,
+                None => self.store.stream_version(stream).unwrap() + 1,
+            };
+            self.versions.insert(stream.clone(), version);
+            let sealed = seal(
+                self.next.seq + 1,
+                self.next.hash,
+                NewEvent {
+                    id: event_id(&k, index),
+                    stream: stream.clone(),
+                    version,
+                    occurred_at: Instant::parse("2025-03-01T10:00:00+08:00").unwrap(),
+                    actor: Actor::System,
+                    key: k.clone(),
+                    cause: None,
+                    decision: None,
+                    body: body_for(stream, self.next.seq as usize),
+                },
+            );
+            self.next = Head {
+                seq: sealed.envelope.seq,
+                hash: sealed.hash,
+            };
+            events.push(sealed);
+        }
+        Commit {
+            key: k,
+            digest: digest(digest_byte),
+            events,
+        }
+    }
+
+    fn batch(&self, commits: Vec<Commit>) -> AppendBatch {
+        AppendBatch {
+            expected_head: self.start,
+            commits,
+        }
+    }
+}
+
+/// Appends one commit per `(key, streams)` in a single batch and returns the sealed events.
+fn append(store: &dyn EventStore, commits: &[(&str, &[StreamId])]) -> Vec<SealedEvent> {
+    let mut b = Builder::new(store);
+    let commits: Vec<Commit> = commits.iter().map(|(k, streams)| b.commit(k, 1, streams)).collect();
+    let batch = b.batch(commits);
+    store.append(&batch).unwrap();
+    batch.commits.into_iter().flat_map(|c| c.events).collect()
+}
+
+fn stored(events: &[&SealedEvent]) -> Vec<StoredEvent> {
+    events
+        .iter()
+        .map(|e| StoredEvent {
+            seq: e.envelope.seq,
+            bytes: e.bytes.clone(),
+        })
+        .collect()
+}
+
+/// Everything a reader can see, to compare before and after a refused append.
+#[derive(Debug, PartialEq)]
+struct Visible {
+    head: Head,
+    log: Vec<StoredEvent>,
+    streams: Vec<(u64, Vec<StoredEvent>)>,
+    keys: Vec<Option<KeyRecord>>,
+}
+
+fn visible(store: &dyn EventStore, keys: &[&str]) -> Visible {
+    Visible {
+        head: store.head().unwrap(),
+        log: store.read(0, usize::MAX).unwrap(),
+        streams: [app(1), app(2), app(3), clock()]
+            .iter()
+            .map(|s| {
+                (
+                    store.stream_version(s).unwrap(),
+                    store.read_stream(s, 0, usize::MAX).unwrap(),
+                )
+            })
+            .collect(),
+        keys: keys.iter().map(|k| store.key_record(&key(k)).unwrap()).collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The cases
+
+fn an_empty_store_has_the_empty_head_and_nothing_to_read(store: &dyn EventStore) {
+    assert_eq!(store.head().unwrap(), Head::EMPTY);
+    assert_eq!(Head::EMPTY.hash, Hash::GENESIS);
+    assert!(store.read(0, 10).unwrap().is_empty());
+    assert!(store.read(1, 10).unwrap().is_empty());
+    assert!(store.read_stream(&app(1), 1, 10).unwrap().is_empty());
+    assert_eq!(store.stream_version(&app(1)).unwrap(), 0);
+    assert_eq!(store.key_record(&key("k1")).unwrap(), None);
+    assert_eq!(store.get_snapshot("apps").unwrap(), None);
+}
+
+fn one_batch_of_two_commits_over_several_streams_reads_back_by_position_and_by_stream(store: &dyn EventStore) {
+    let events = append(store, &[("k1", &[app(1), clock()]), ("k2", &[app(2), app(1)])]);
+    let [e1, e2, e3, e4] = [&events[0], &events[1], &events[2], &events[3]];
+
+    // By position: exactly the sealed bytes, in order, from any offset, up to max.
+    assert_eq!(store.read(1, 100).unwrap(), stored(&[e1, e2, e3, e4]));
+    assert_eq!(
+        store.read(0, 100).unwrap(),
+        stored(&[e1, e2, e3, e4]),
+        "position 0 reads from the start"
+    );
+    assert_eq!(store.read(2, 2).unwrap(), stored(&[e2, e3]));
+    assert_eq!(store.read(4, 100).unwrap(), stored(&[e4]));
+    assert_eq!(store.read(5, 100).unwrap(), vec![]);
+    assert_eq!(store.read(1, 0).unwrap(), vec![]);
+    for event in store.read(1, 100).unwrap() {
+        let envelope = decode(&event.bytes).unwrap();
+        assert_eq!(envelope.seq, event.seq);
+    }
+
+    // By stream: versions gapless per stream, across the commits of the batch.
+    assert_eq!(store.stream_version(&app(1)).unwrap(), 2);
+    assert_eq!(store.stream_version(&app(2)).unwrap(), 1);
+    assert_eq!(store.stream_version(&clock()).unwrap(), 1);
+    assert_eq!(store.stream_version(&app(3)).unwrap(), 0);
+    assert_eq!(
+        [
+            e1.envelope.version,
+            e2.envelope.version,
+            e3.envelope.version,
+            e4.envelope.version
+        ],
+        [1, 1, 1, 2]
+    );
+    assert_eq!(store.read_stream(&app(1), 1, 100).unwrap(), stored(&[e1, e4]));
+    assert_eq!(
+        store.read_stream(&app(1), 0, 100).unwrap(),
+        stored(&[e1, e4]),
+        "version 0 reads from the start"
+    );
+    assert_eq!(store.read_stream(&app(1), 2, 100).unwrap(), stored(&[e4]));
+    assert_eq!(store.read_stream(&app(1), 3, 100).unwrap(), vec![]);
+    assert_eq!(store.read_stream(&app(1), 1, 1).unwrap(), stored(&[e1]));
+    assert_eq!(store.read_stream(&app(1), 1, 0).unwrap(), vec![]);
+    assert_eq!(store.read_stream(&app(2), 1, 100).unwrap(), stored(&[e3]));
+    assert_eq!(store.read_stream(&clock(), 1, 100).unwrap(), stored(&[e2]));
+    assert_eq!(store.read_stream(&app(3), 1, 100).unwrap(), vec![]);
+}
+
+fn stream_ids_that_prefix_one_another_stay_apart(store: &dyn EventStore) {
+    let events = append(store, &[("k1", &[app(1), app(10), app(1), app(100)])]);
+    assert_eq!(
+        store.read_stream(&app(1), 1, 100).unwrap(),
+        stored(&[&events[0], &events[2]])
+    );
+    assert_eq!(store.read_stream(&app(10), 1, 100).unwrap(), stored(&[&events[1]]));
+    assert_eq!(store.read_stream(&app(100), 1, 100).unwrap(), stored(&[&events[3]]));
+    assert_eq!(store.stream_version(&app(10)).unwrap(), 1);
+}
+
+fn the_head_advances_to_the_hash_of_the_last_event(store: &dyn EventStore) {
+    let first = append(store, &[("k1", &[app(1)]), ("k2", &[clock(), app(1)])]);
+    let last = first.last().unwrap();
+    assert_eq!(
+        store.head().unwrap(),
+        Head {
+            seq: 3,
+            hash: last.hash
+        }
+    );
+    assert_eq!(last.hash, Hash::of(&last.bytes));
+
+    let second = append(store, &[("k3", &[app(1)])]);
+    assert_eq!(second[0].envelope.prev, last.hash, "the next batch chains on the head");
+    assert_eq!(
+        store.head().unwrap(),
+        Head {
+            seq: 4,
+            hash: second[0].hash
+        }
+    );
+    assert_eq!(store.stream_version(&app(1)).unwrap(), 3);
+}
+
+fn a_stale_expected_head_is_refused_and_nothing_is_written(store: &dyn EventStore) {
+    let mut stale = Builder::new(store);
+    let late = stale.commit("late", 1, &[app(2)]);
+    let late = stale.batch(vec![late]);
+    append(store, &[("k1", &[app(1)])]);
+    let before = visible(store, &["k1", "late"]);
+
+    match store.append(&late) {
+        Err(StoreError::HeadMoved { expected, found }) => {
+            assert_eq!(expected, Head::EMPTY);
+            assert_eq!(found, before.head);
+        }
+        other => panic!("expected HeadMoved, got {other:?}"),
+    }
+    assert_eq!(visible(store, &["k1", "late"]), before);
+}
+
+fn a_stale_stream_version_is_refused_and_nothing_is_written(store: &dyn EventStore) {
+    append(store, &[("k1", &[app(1), app(1)])]);
+    let before = visible(store, &["k2"]);
+
+    // Sealed at the right head, but believing app 1 still at version 1.
+    let mut b = Builder::new(store);
+    b.versions.insert(app(1), 1);
+    let commits = vec![b.commit("k2", 1, &[clock(), app(1)])];
+    match store.append(&b.batch(commits)) {
+        Err(StoreError::StaleStream {
+            stream,
+            expected,
+            found,
+        }) => {
+            assert_eq!((stream, expected, found), (app(1), 1, 2));
+        }
+        other => panic!("expected StaleStream, got {other:?}"),
+    }
+    assert_eq!(visible(store, &["k2"]), before);
+}
+
+fn versions_are_tracked_across_the_commits_of_one_batch(store: &dyn EventStore) {
+    append(store, &[("k1", &[app(1)])]);
+    let before = visible(store, &["k2", "k3"]);
+
+    // The second commit repeats version 2 of app 1, which the first commit already took.
+    let mut b = Builder::new(store);
+    let first = b.commit("k2", 1, &[app(1)]);
+    b.versions.insert(app(1), 1);
+    let second = b.commit("k3", 1, &[app(1)]);
+    match store.append(&b.batch(vec![first, second])) {
+        Err(StoreError::StaleStream {
+            stream,
+            expected,
+            found,
+        }) => {
+            assert_eq!((stream, expected, found), (app(1), 1, 2));
+        }
+        other => panic!("expected StaleStream, got {other:?}"),
+    }
+    assert_eq!(visible(store, &["k2", "k3"]), before);
+}
+
+fn a_bad_second_commit_writes_nothing_of_the_first(store: &dyn EventStore) {
+    append(store, &[("taken", &[app(3)])]);
+    let before = visible(store, &["taken", "fresh"]);
+
+    // Commit 1 is fine and touches two streams; commit 2 reuses a recorded key.
+    let mut b = Builder::new(store);
+    let fresh = b.commit("fresh", 1, &[app(1), clock()]);
+    let reused = b.commit("taken", 2, &[app(2)]);
+    match store.append(&b.batch(vec![fresh.clone(), reused])) {
+        Err(StoreError::KeyConflict { key: k, first_seq }) => assert_eq!((k, first_seq), (key("taken"), 1)),
+        other => panic!("expected KeyConflict, got {other:?}"),
+    }
+    assert_eq!(visible(store, &["taken", "fresh"]), before);
+
+    // The same, failing on a stream instead: the first commit's streams stay untouched.
+    let mut b = Builder::new(store);
+    let fresh = b.commit("fresh", 1, &[app(1), clock()]);
+    b.versions.insert(app(3), 0);
+    let stale = b.commit("other", 1, &[app(3)]);
+    assert!(matches!(
+        store.append(&b.batch(vec![fresh, stale])),
+        Err(StoreError::StaleStream { .. })
+    ));
+    assert_eq!(visible(store, &["taken", "fresh"]), before);
+    assert_eq!(store.key_record(&key("other")).unwrap(), None);
+
+    // And the first commit alone still goes in afterwards.
+    let mut b = Builder::new(store);
+    let fresh = b.commit("fresh", 1, &[app(1), clock()]);
+    store.append(&b.batch(vec![fresh])).unwrap();
+    assert_eq!(store.head().unwrap().seq, 3);
+}
+
+fn a_repeated_key_with_the_same_digest_answers_the_original_record(store: &dyn EventStore) {
+    append(store, &[("k0", &[clock()]), ("k1", &[app(1), app(2)])]);
+    let before = visible(store, &["k1"]);
+
+    let mut b = Builder::new(store);
+    let again = b.commit("k1", 1, &[app(1)]);
+    match store.append(&b.batch(vec![again])) {
+        Err(StoreError::KeyRepeated { key: k, record }) => {
+            assert_eq!(k, key("k1"));
+            assert_eq!(
+                record,
+                KeyRecord {
+                    digest: digest(1),
+                    first_seq: 2,
+                    last_seq: 3
+                }
+            );
+        }
+        other => panic!("expected KeyRepeated, got {other:?}"),
+    }
+    assert_eq!(visible(store, &["k1"]), before);
+}
+
+fn a_repeated_key_with_another_digest_is_a_conflict(store: &dyn EventStore) {
+    append(store, &[("k0", &[clock()]), ("k1", &[app(1), app(2)])]);
+    let before = visible(store, &["k1"]);
+
+    let mut b = Builder::new(store);
+    let other = b.commit("k1", 9, &[app(1)]);
+    match store.append(&b.batch(vec![other])) {
+        Err(StoreError::KeyConflict { key: k, first_seq }) => assert_eq!((k, first_seq), (key("k1"), 2)),
+        other => panic!("expected KeyConflict, got {other:?}"),
+    }
+    assert_eq!(visible(store, &["k1"]), before);
+}
+
+fn key_records_hold_the_digest_and_the_first_and_last_positions(store: &dyn EventStore) {
+    let mut b = Builder::new(store);
+    let c1 = b.commit("k1", 7, &[app(1)]);
+    let c2 = b.commit("k2", 8, &[app(1), clock(), app(2)]);
+    store.append(&b.batch(vec![c1, c2])).unwrap();
+    assert_eq!(
+        store.key_record(&key("k1")).unwrap(),
+        Some(KeyRecord {
+            digest: digest(7),
+            first_seq: 1,
+            last_seq: 1
+        })
+    );
+    assert_eq!(
+        store.key_record(&key("k2")).unwrap(),
+        Some(KeyRecord {
+            digest: digest(8),
+            first_seq: 2,
+            last_seq: 4
+        })
+    );
+    assert_eq!(store.key_record(&key("k3")).unwrap(), None);
+    assert_eq!(
+        store.key_record(&key("k")).unwrap(),
+        None,
+        "a key that prefixes another is its own key"
+    );
+}
+
+fn snapshots_are_put_got_and_replaced(store: &dyn EventStore) {
+    assert_eq!(store.get_snapshot("apps").unwrap(), None);
+    store.put_snapshot("apps", b"one").unwrap();
+    store.put_snapshot("ledger", b"").unwrap();
+    assert_eq!(store.get_snapshot("apps").unwrap().as_deref(), Some(&b"one"[..]));
+    store.put_snapshot("apps", b"two, longer").unwrap();
+    assert_eq!(
+        store.get_snapshot("apps").unwrap().as_deref(),
+        Some(&b"two, longer"[..])
+    );
+    assert_eq!(store.get_snapshot("ledger").unwrap().as_deref(), Some(&b""[..]));
+    assert_eq!(store.get_snapshot("app").unwrap(), None);
+    assert_eq!(store.head().unwrap(), Head::EMPTY, "snapshots are not events");
+    assert!(store.read(0, 10).unwrap().is_empty());
+}
+
+fn malformed_batches_are_refused_and_nothing_is_written(store: &dyn EventStore) {
+    append(store, &[("k0", &[app(1)])]);
+    let before = visible(store, &["k0", "k1", "k2"]);
+    let bad = |batch: AppendBatch, what: &str| match store.append(&batch) {
+        Err(StoreError::BadBatch(_)) => assert_eq!(visible(store, &["k0", "k1", "k2"]), before, "{what}"),
+        other => panic!("{what}: expected BadBatch, got {other:?}"),
+    };
+    let good = || {
+        let mut b = Builder::new(store);
+        let c1 = b.commit("k1", 1, &[app(1), clock()]);
+        let c2 = b.commit("k2", 1, &[app(2)]);
+        b.batch(vec![c1, c2])
+    };
+    let reseal = |event: &SealedEvent, seq: u64, prev: Hash| {
+        let e = &event.envelope;
+        seal(
+            seq,
+            prev,
+            NewEvent {
+                id: e.id,
+                stream: e.stream.clone(),
+                version: e.version,
+                occurred_at: e.occurred_at,
+                actor: e.actor.clone(),
+                key: e.key.clone(),
+                cause: e.cause,
+                decision: e.decision.clone(),
+                body: e.event.clone(),
+            },
+        )
+    };
+
+    // A gap: the first event skips a position (and so does the rest of the chain).
+    let mut batch = good();
+    let mut prev = batch.expected_head.hash;
+    let mut seq = batch.expected_head.seq + 1;
+    for event in batch.commits.iter_mut().flat_map(|c| c.events.iter_mut()) {
+        seq += 1;
+        *event = reseal(event, seq, prev);
+        prev = event.hash;
+    }
+    bad(batch, "a gap after the head");
+
+    // A gap inside the batch, between the two commits.
+    let mut batch = good();
+    let last = batch.commits[1].events[0].clone();
+    let before_it = batch.commits[0].events[1].hash;
+    batch.commits[1].events[0] = reseal(&last, last.envelope.seq + 1, before_it);
+    bad(batch, "a gap between commits");
+
+    // A repeated position.
+    let mut batch = good();
+    let second = batch.commits[0].events[1].clone();
+    let first_hash = batch.commits[0].events[0].hash;
+    batch.commits[0].events[1] = reseal(&second, second.envelope.seq - 1, first_hash);
+    bad(batch, "a repeated position");
+
+    // A wrong prev: the right position, linked to the genesis instead of event 2.
+    let mut batch = good();
+    let second = batch.commits[0].events[1].clone();
+    batch.commits[0].events[1] = reseal(&second, second.envelope.seq, Hash::GENESIS);
+    bad(batch, "a wrong prev");
+
+    // A first event that does not link to the head.
+    let mut batch = good();
+    let first = batch.commits[0].events[0].clone();
+    batch.commits[0].events[0] = reseal(&first, first.envelope.seq, Hash([7; 32]));
+    bad(batch, "a first prev that is not the head's hash");
+
+    // Bytes that are not what the hash says.
+    let mut batch = good();
+    batch.commits[1].events[0].bytes.push(b' ');
+    bad(batch, "bytes that do not match the hash");
+
+    // The same key twice in one batch.
+    let mut b = Builder::new(store);
+    let c1 = b.commit("k1", 1, &[app(1)]);
+    let c2 = b.commit("k1", 1, &[app(2)]);
+    bad(b.batch(vec![c1, c2]), "a key twice");
+
+    // A commit without events, first or last.
+    let mut batch = good();
+    batch.commits.push(Commit {
+        key: key("k3"),
+        digest: digest(1),
+        events: vec![],
+    });
+    bad(batch, "an empty commit at the end");
+    let mut batch = good();
+    batch.commits.insert(
+        0,
+        Commit {
+            key: key("k3"),
+            digest: digest(1),
+            events: vec![],
+        },
+    );
+    bad(batch, "an empty commit at the start");
+
+    // No commit at all.
+    bad(
+        AppendBatch {
+            expected_head: before.head,
+            commits: vec![],
+        },
+        "an empty batch",
+    );
+
+    // And the good batch still goes in.
+    store.append(&good()).unwrap();
+    assert_eq!(store.head().unwrap().seq, 4);
+}
+
+fn racing_appends_on_one_head_let_exactly_one_in(store: &dyn EventStore) {
+    const THREADS: usize = 4;
+    for round in 0..20 {
+        let batches: Vec<AppendBatch> = (0..THREADS)
+            .map(|i| {
+                let mut b = Builder::new(store);
+                let c = b.commit(&format!("r{round}-t{i}"), 1, &[app(1), clock()]);
+                b.batch(vec![c])
+            })
+            .collect();
+        let start = std::sync::Barrier::new(THREADS);
+        let results: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = batches
+                .iter()
+                .map(|batch| {
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        store.append(batch)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(()) | Err(StoreError::HeadMoved { .. }))),
+            "{results:?}"
+        );
+        let rounds = round as u64 + 1;
+        assert_eq!(store.head().unwrap().seq, 2 * rounds);
+        assert_eq!(store.stream_version(&app(1)).unwrap(), rounds);
+        assert_eq!(store.read(0, usize::MAX).unwrap().len() as u64, 2 * rounds);
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&chat_ledger::store::MemoryStore::new());
+                }
+            )*
+        }
+
+        mod sled {
+            $(
+                #[test]
+                fn $case() {
+                    let dir = tempfile::TempDir::new().unwrap();
+                    let store = chat_ledger::store::SledStore::open(dir.path()).unwrap();
+                    super::$case(&store);
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    an_empty_store_has_the_empty_head_and_nothing_to_read,
+    one_batch_of_two_commits_over_several_streams_reads_back_by_position_and_by_stream,
+    stream_ids_that_prefix_one_another_stay_apart,
+    the_head_advances_to_the_hash_of_the_last_event,
+    a_stale_expected_head_is_refused_and_nothing_is_written,
+    a_stale_stream_version_is_refused_and_nothing_is_written,
+    versions_are_tracked_across_the_commits_of_one_batch,
+    a_bad_second_commit_writes_nothing_of_the_first,
+    a_repeated_key_with_the_same_digest_answers_the_original_record,
+    a_repeated_key_with_another_digest_is_a_conflict,
+    key_records_hold_the_digest_and_the_first_and_last_positions,
+    snapshots_are_put_got_and_replaced,
+    malformed_batches_are_refused_and_nothing_is_written,
+    racing_appends_on_one_head_let_exactly_one_in,
+);
+
+#[test]
+fn memory_store_is_default_constructible() {
+    let store = MemoryStore::default();
+    an_empty_store_has_the_empty_head_and_nothing_to_read(&store);
+}
+
+// ---------------------------------------------------------------------------------------
+// sled only: durability and the documented layout
+
+mod sled_only {
+    use super::*;
+
+    #[test]
+    fn everything_survives_closing_and_reopening() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (events, before) = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let events = append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(2), app(1)])]);
+            store.put_snapshot("apps", b"snap").unwrap();
+            (events, visible(&store, &["k1", "k2"]))
+        };
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(visible(&store, &["k1", "k2"]), before);
+        assert_eq!(
+            store.head().unwrap(),
+            Head {
+                seq: 4,
+                hash: events[3].hash
+            }
+        );
+        assert_eq!(
+            store.stored_head().unwrap(),
+            Some(Head {
+                seq: 4,
+                hash: events[3].hash
+            })
+        );
+        assert_eq!(store.get_snapshot("apps").unwrap().as_deref(), Some(&b"snap"[..]));
+        // And the log goes on from where it was.
+        let more = append(&store, &[("k3", &[app(1)])]);
+        assert_eq!(more[0].envelope.version, 3);
+        assert_eq!(store.head().unwrap().seq, 5);
+    }
+
+    const CRASH_DIR: &str = "STORE_CONFORMANCE_CRASH_DIR";
+    const CRASH_AFTER: &str = "STORE_CONFORMANCE_CRASH_AFTER";
+
+    /// The child half of the test below: one acknowledged write (an append or a snapshot),
+    /// then death without any destructor running (sled flushes on drop, which would hide
+    /// a missing flush, and so would a second write's flush).
+    fn write_then_abort(dir: &str, what: &str) -> ! {
+        let store = SledStore::open(std::path::Path::new(dir)).unwrap();
+        match what {
+            "append" => drop(append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(2)])])),
+            _ => store.put_snapshot("apps", b"snap").unwrap(),
+        }
+        std::process::abort();
+    }
+
+    /// Runs this test's binary as a child that writes into `dir` and aborts.
+    fn crash_child(dir: &std::path::Path, what: &str) {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sled_only::acknowledged_writes_survive_an_abort",
+                "--test-threads=1",
+            ])
+            .env(CRASH_DIR, dir)
+            .env(CRASH_AFTER, what)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child aborts after its {what}");
+    }
+
+    #[test]
+    fn acknowledged_writes_survive_an_abort() {
+        if let (Ok(dir), Ok(what)) = (std::env::var(CRASH_DIR), std::env::var(CRASH_AFTER)) {
+            write_then_abort(&dir, &what);
+        }
+        let dir = tempfile::TempDir::new().unwrap();
+        crash_child(dir.path(), "append");
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.head().unwrap().seq, 3);
+            assert_eq!(store.stored_head().unwrap().map(|h| h.seq), Some(3));
+            assert_eq!(store.read(1, 10).unwrap().len(), 3);
+            assert_eq!(store.stream_version(&app(1)).unwrap(), 1);
+            assert!(store.key_record(&key("k2")).unwrap().is_some());
+        }
+        crash_child(dir.path(), "snapshot");
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.get_snapshot("apps").unwrap().as_deref(), Some(&b"snap"[..]));
+        assert_eq!(store.head().unwrap().seq, 3);
+    }
+
+    #[test]
+    fn the_layout_is_as_documented() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let events = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let events = append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(1)])]);
+            store.put_snapshot("apps", b"snap").unwrap();
+            events
+        };
+        let db = ::sled::open(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let be = |n: u64| n.to_be_bytes().to_vec();
+        let cat = |parts: &[&[u8]]| parts.concat();
+
+        for event in &events {
+            let k = cat(&[b"e", &be(event.envelope.seq)]);
+            assert_eq!(
+                log.get(k).unwrap().unwrap().to_vec(),
+                event.bytes,
+                "e + seq holds the sealed bytes"
+            );
+        }
+        assert_eq!(
+            log.get(cat(&[b"s", b"app:1", &[0], &be(1)])).unwrap().unwrap().to_vec(),
+            be(1)
+        );
+        assert_eq!(
+            log.get(cat(&[b"s", b"app:1", &[0], &be(2)])).unwrap().unwrap().to_vec(),
+            be(3)
+        );
+        assert_eq!(
+            log.get(cat(&[b"s", b"clock", &[0], &be(1)])).unwrap().unwrap().to_vec(),
+            be(2)
+        );
+        assert_eq!(log.get(cat(&[b"v", b"app:1"])).unwrap().unwrap().to_vec(), be(2));
+        assert_eq!(log.get(cat(&[b"v", b"clock"])).unwrap().unwrap().to_vec(), be(1));
+        assert_eq!(
+            log.get(cat(&[b"k", b"k2"])).unwrap().unwrap().to_vec(),
+            cat(&[&digest(1), &be(3), &be(3)])
+        );
+        assert_eq!(
+            log.get(cat(&[b"k", b"k1"])).unwrap().unwrap().to_vec(),
+            cat(&[&digest(1), &be(1), &be(2)])
+        );
+        assert_eq!(
+            log.get(b"h").unwrap().unwrap().to_vec(),
+            cat(&[&be(3), &events[2].hash.0])
+        );
+        assert_eq!(log.len(), 3 + 3 + 2 + 2 + 1, "nothing else in the log tree");
+        let snapshots = db.open_tree("snapshots").unwrap();
+        assert_eq!(snapshots.get("apps").unwrap().unwrap().to_vec(), b"snap".to_vec());
+
+        // Without `h`, the head falls back on the last event, and says so.
+        log.remove(b"h").unwrap();
+        db.flush().unwrap();
+        drop((log, snapshots, db));
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.stored_head().unwrap(), None);
+        assert_eq!(
+            store.head().unwrap(),
+            Head {
+                seq: 3,
+                hash: events[2].hash
+            }
+        );
+    }
+
+    #[test]
+    fn damaged_index_entries_are_reported_as_corrupt() {
+        let dir = tempfile::TempDir::new().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            append(&store, &[("k1", &[app(1)])]);
+        }
+        {
+            let db = ::sled::open(dir.path()).unwrap();
+            let log = db.open_tree("log").unwrap();
+            log.remove([b'e', 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
+            log.insert(b"vclock", &b"short"[..]).unwrap();
+            log.insert(b"kk1", &b"short"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(matches!(store.read_stream(&app(1), 1, 10), Err(StoreError::Corrupt(_))));
+        assert!(matches!(store.stream_version(&clock()), Err(StoreError::Corrupt(_))));
+        assert!(matches!(store.key_record(&key("k1")), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_an_io_error() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let _store = SledStore::open(dir.path()).unwrap();
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Io(message)) => assert!(message.contains("opening the store"), "{message}"),
+            Err(other) => panic!("expected Io, got {other:?}"),
+            Ok(_) => panic!("expected Io, got a second store"),
+        }
+    }
+}
