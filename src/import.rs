@@ -153,7 +153,8 @@ pub fn check(
                 Ok(())
             } else {
                 Err(bad(format!(
-                    "unknown account {account:?}: open it first (open_account)"
+                    "unknown account {:?}: open it first (open_account)",
+                    account.as_str()
                 )))
             }
         };
@@ -169,7 +170,10 @@ pub fn check(
         match &input.command {
             Command::OpenAccount { account, .. } => {
                 if let Some(where_) = accounts.get(account) {
-                    return Err(bad(format!("account {account:?} is already open ({where_})")));
+                    return Err(bad(format!(
+                        "account {:?} is already open ({where_})",
+                        account.as_str()
+                    )));
                 }
                 accounts.insert(account.clone(), at_line);
             }
@@ -209,9 +213,11 @@ pub fn check(
                             "edition {edition} is sold at a contract price: add \"contract_monthly_price\""
                         )))
                     }
-                    (Some(_), Some(_)) => return Err(bad(format!(
+                    (Some(_), Some(_)) => {
+                        return Err(bad(format!(
                         "edition {edition} has a list price; \"contract_monthly_price\" is for contract editions only"
-                    ))),
+                    )))
+                    }
                     _ => {}
                 }
             }

@@ -106,6 +106,13 @@ enum StateCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Every projection at once (apps, accounts, deadlines, stream versions).
+    All {
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every pending expiry, grace end and reclamation, in firing order.
     Deadlines {
         #[arg(long)]
@@ -321,6 +328,7 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
     let (as_of, json) = match what {
         StateCmd::App { as_of, json, .. }
         | StateCmd::Account { as_of, json, .. }
+        | StateCmd::All { as_of, json }
         | StateCmd::Deadlines { as_of, json } => (as_of, *json),
     };
     let until = as_of.as_deref().map(|t| parse_instant(t, "--as-of")).transpose()?;
@@ -374,6 +382,18 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
                 );
                 println!("  reminders to  {} / {}", account.creator.email, account.creator.sms);
                 println!("  {as_of_line}");
+            }
+        }
+        StateCmd::All { .. } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view).expect("views serialize"));
+            } else {
+                println!("{as_of_line}");
+                print_apps(&view);
+                for account in view.accounts.values() {
+                    println!("  account {}: {} available", account.account, account.balances.available());
+                }
+                println!("  {} pending deadline(s)", view.deadlines.len());
             }
         }
         StateCmd::Deadlines { .. } => {

@@ -75,6 +75,18 @@ pub fn load(store: &dyn EventStore, until: Option<Instant>) -> Result<LedgerView
     Ok(view)
 }
 
+/// The projections rebuilt from position 0, ignoring any stored snapshot.
+pub fn load_from_zero(store: &dyn EventStore, until: Option<Instant>) -> Result<LedgerView, ReplayError> {
+    let mut view = LedgerView::default();
+    replay_into(store, &mut view, until)?;
+    Ok(view)
+}
+
+/// The position of the stored projection snapshot, if it is valid for this build and log.
+pub fn snapshot_position(store: &dyn EventStore) -> Result<Option<u64>, ReplayError> {
+    Ok(load_snapshot(store)?.map(|v| v.seq))
+}
+
 fn load_snapshot(store: &dyn EventStore) -> Result<Option<LedgerView>, ReplayError> {
     let Some(bytes) = store.get_snapshot(SNAPSHOT_NAME)? else {
         return Ok(None);

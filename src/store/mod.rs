@@ -97,7 +97,9 @@ pub trait EventStore: Send + Sync {
     /// equals `expected_head`; `seq`s continue it without a gap and each `prev` is the hash
     /// of the event before; each event's stream version is its stream's current version + 1;
     /// no key is already recorded (same digest → `KeyRepeated`, else `KeyConflict`) or
-    /// repeated inside the batch.
+    /// repeated inside the batch; each event carries its commit's key. The first failing
+    /// check wins, in the order of `validate.rs`. An `Err(Io)` leaves the outcome unknown
+    /// (the write may have reached the disk): re-read the head before deciding again.
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError>;
 
     /// What the idempotency index holds for `key`.

@@ -63,11 +63,8 @@ impl SledStore {
         let context = || format!("opening the store in {}", dir.display());
         // Every write flushes before it returns, so sled's background flusher would only
         // add IO: durability is exactly "up to the last acknowledged append".
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .open()
-            .map_err(sled_error(context()))?;
+        let config = sled::Config::new().path(dir).flush_every_ms(None);
+        let db = open_waiting_for_lock(&config).map_err(sled_error(context()))?;
         let log = db.open_tree(LOG_TREE).map_err(sled_error(context()))?;
         let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(sled_error(context()))?;
         Ok(SledStore {
@@ -323,6 +320,25 @@ fn prefixed(buf: &mut Vec<u8>, prefix: u8, rest: &[u8]) {
 
 fn be_u64(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes.try_into().expect("8 bytes"))
+}
+
+/// How long `open` waits for the directory lock. sled 0.34 releases it a moment after the
+/// last handle is dropped (its IO threads finish first: spacejam/sled#1234, #1289), so an
+/// immediate reopen, by this process or the next command, can find it still held.
+const LOCK_WAIT_MS: u64 = 2000;
+const LOCK_RETRY_MS: u64 = 10;
+
+fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
+    let mut waited_ms = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && waited_ms < LOCK_WAIT_MS => {
+                std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
+                waited_ms += LOCK_RETRY_MS;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn sled_error(context: impl Display) -> impl FnOnce(sled::Error) -> StoreError {

@@ -44,7 +44,7 @@ pub(crate) fn validate<'a>(
             Some(&v) => v,
             None => version_of(stream)?,
         };
-        if event.envelope.version != current + 1 {
+        if current.checked_add(1) != Some(event.envelope.version) {
             return Err(StoreError::StaleStream {
                 stream: stream.clone(),
                 expected: event.envelope.version - 1,
@@ -99,6 +99,12 @@ fn check_shape(batch: &AppendBatch, head: Head) -> Result<(), StoreError> {
                     env.seq,
                     env.prev,
                     env.seq - 1
+                )));
+            }
+            if env.key != commit.key {
+                return Err(StoreError::BadBatch(format!(
+                    "event {} carries key {}, its commit's key is {}",
+                    env.seq, env.key, commit.key
                 )));
             }
             if event.hash != Hash::of(&event.bytes) {
