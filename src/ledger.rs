@@ -35,9 +35,9 @@ pub enum LedgerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Replay(#[from] ReplayError),
-    #[error("key {key:?} was recorded at event {first_seq} with a different payload; a new input needs a new key")]
+    #[error("key \"{key}\" was recorded at event {first_seq} with a different payload; a new input needs a new key")]
     KeyConflict { key: Key, first_seq: u64 },
-    #[error("input {key:?} is dated {at}, before the ledger's clock ({clock}); time only moves forward")]
+    #[error("input \"{key}\" is dated {at}, before the ledger's clock ({clock}); time only moves forward")]
     BeforeClock { key: Key, at: Instant, clock: Instant },
     #[error("this ledger was started under rulebook {ledger}; it cannot continue under {given}")]
     RulebookMismatch { ledger: String, given: String },

@@ -1,6 +1,6 @@
 //! The `chat-ledger` command line. Thin: parses arguments, opens the store, calls the
-//! library, prints. Exit codes: 0 ok; 1 failure (verify found damage, storage, conflict);
-//! 2 usage; 65 bad input (nothing was appended).
+//! library, prints. Exit codes: 0 ok; 1 failure (verify found damage, storage); 2 usage;
+//! 65 bad input, a key reused for another payload included (nothing was appended).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use chat_ledger::replay;
 use chat_ledger::rulebook::Rulebook;
 use chat_ledger::store::{EventStore, SledStore};
 use chat_ledger::verify::{self, head_label, ExpectedHead};
+use chat_ledger_events::input::RESERVED_KEY_PREFIXES;
 use chat_ledger_events::{decode, AccountId, Actor, AppId, Command, Input, Instant, Key, StreamId};
 use chat_ledger_projections::LedgerView;
 use clap::{Parser, Subcommand};
@@ -291,6 +292,9 @@ fn print_apps(view: &LedgerView) {
 fn advance(cli: &Cli, to: &str, key: Option<&str>, actor: &str) -> Result<(), Failure> {
     let at = parse_instant(to, "--to")?;
     let key = Key::new(key.map_or_else(|| format!("advance/{at}"), str::to_owned)).map_err(bad_input)?;
+    if let Some(prefix) = RESERVED_KEY_PREFIXES.iter().find(|p| key.as_str().starts_with(*p)) {
+        return Err(bad_input(format!("--key: keys starting with {prefix:?} are the ledger's own")));
+    }
     let actor: Actor = actor.parse().map_err(bad_input)?;
     let mut ledger = open_ledger(cli)?;
     let before = ledger.head().seq;
@@ -302,7 +306,7 @@ fn advance(cli: &Cli, to: &str, key: Option<&str>, actor: &str) -> Result<(), Fa
             command: Command::AdvanceClock {},
         }])
         .map_err(|e| match e {
-            LedgerError::BeforeClock { .. } => bad_input(e),
+            LedgerError::BeforeClock { .. } | LedgerError::KeyConflict { .. } => bad_input(e),
             other => failure(other),
         })?;
     ledger.save_snapshot()?;
@@ -335,9 +339,12 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
     let store = open_store(data)?;
     let view = replay::load(&store, until).map_err(failure)?;
     let zone = zone_of(view.rulebook.as_ref().map(|r| r.zone.as_str()));
-    let as_of_line = match view.clock {
-        Some(clock) => format!("as of event {} ({})", view.seq, clock.display_in(zone)),
-        None => "the ledger is empty".to_owned(),
+    let as_of_line = match (until, view.clock) {
+        (Some(t), Some(clock)) => {
+            format!("as of {}: events 1..{} (the last at {})", t.display_in(zone), view.seq, clock.display_in(zone))
+        }
+        (None, Some(clock)) => format!("as of event {} ({})", view.seq, clock.display_in(zone)),
+        (_, None) => "the ledger is empty".to_owned(),
     };
     match what {
         StateCmd::App { sdk_app_id, .. } => {

@@ -72,10 +72,10 @@ pub enum StoreError {
         expected: u64,
         found: u64,
     },
-    #[error("key {key:?} is already recorded (events {} to {}) with this payload; nothing was appended", .record.first_seq, .record.last_seq)]
+    #[error("key \"{key}\" is already recorded (events {} to {}) with this payload; nothing was appended", .record.first_seq, .record.last_seq)]
     KeyRepeated { key: Key, record: KeyRecord },
     #[error(
-        "key {key:?} is already recorded (event {first_seq}) with a different payload; use a new key for a new input"
+        "key \"{key}\" is already recorded (event {first_seq}) with a different payload; use a new key for a new input"
     )]
     KeyConflict { key: Key, first_seq: u64 },
     #[error("malformed batch: {0}")]
