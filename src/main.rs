@@ -293,7 +293,9 @@ fn advance(cli: &Cli, to: &str, key: Option<&str>, actor: &str) -> Result<(), Fa
     let at = parse_instant(to, "--to")?;
     let key = Key::new(key.map_or_else(|| format!("advance/{at}"), str::to_owned)).map_err(bad_input)?;
     if let Some(prefix) = RESERVED_KEY_PREFIXES.iter().find(|p| key.as_str().starts_with(*p)) {
-        return Err(bad_input(format!("--key: keys starting with {prefix:?} are the ledger's own")));
+        return Err(bad_input(format!(
+            "--key: keys starting with {prefix:?} are the ledger's own"
+        )));
     }
     let actor: Actor = actor.parse().map_err(bad_input)?;
     let mut ledger = open_ledger(cli)?;
@@ -341,7 +343,12 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
     let zone = zone_of(view.rulebook.as_ref().map(|r| r.zone.as_str()));
     let as_of_line = match (until, view.clock) {
         (Some(t), Some(clock)) => {
-            format!("as of {}: events 1..{} (the last at {})", t.display_in(zone), view.seq, clock.display_in(zone))
+            format!(
+                "as of {}: events 1..{} (the last at {})",
+                t.display_in(zone),
+                view.seq,
+                clock.display_in(zone)
+            )
         }
         (None, Some(clock)) => format!("as of event {} ({})", view.seq, clock.display_in(zone)),
         (_, None) => "the ledger is empty".to_owned(),
@@ -398,7 +405,11 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
                 println!("{as_of_line}");
                 print_apps(&view);
                 for account in view.accounts.values() {
-                    println!("  account {}: {} available", account.account, account.balances.available());
+                    println!(
+                        "  account {}: {} available",
+                        account.account,
+                        account.balances.available()
+                    );
                 }
                 println!("  {} pending deadline(s)", view.deadlines.len());
             }

@@ -77,13 +77,15 @@ pub fn decide(input: &Input, state: &LedgerView, book: &Rulebook) -> Result<Vec<
                 return refuse(rule::APP_CREATE, format!("SDKAppID {app} already exists"));
             }
             let max = book.app_limit.max_apps_per_account;
-            if owner.apps.len() >= max as usize {
+            let live = owner
+                .apps
+                .iter()
+                .filter(|a| state.apps.get(a).is_some_and(|v| v.reclaimed_at.is_none()))
+                .count();
+            if live >= max as usize {
                 return refuse(
                     rule::APP_LIMIT,
-                    format!(
-                        "account {account} already has {} apps, the most one account may have ({max}); delete an app first",
-                        owner.apps.len()
-                    ),
+                    format!("account {account} already has {live} apps, the most one account may have ({max})"),
                 );
             }
             Ok(vec![fact(

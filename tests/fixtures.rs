@@ -36,9 +36,17 @@ fn export_of(store: &dyn EventStore) -> Vec<u8> {
 }
 
 /// `expected` must be contained in `actual`: objects key by key (a `null` expects the key
-/// absent or null), arrays element by element with the same length, scalars equal.
+/// absent or null; `{}` expects an empty object), arrays element by element with the same
+/// length, scalars equal.
 fn assert_subset(expected: &Value, actual: &Value, path: &str) {
     match expected {
+        Value::Object(fields) if fields.is_empty() => {
+            assert_eq!(
+                actual,
+                &Value::Object(Default::default()),
+                "{path}: expected an empty object"
+            );
+        }
         Value::Object(fields) => {
             for (key, want) in fields {
                 let got = actual.get(key).unwrap_or(&Value::Null);
@@ -50,8 +58,15 @@ fn assert_subset(expected: &Value, actual: &Value, path: &str) {
             }
         }
         Value::Array(items) => {
-            let got = actual.as_array().unwrap_or_else(|| panic!("{path}: expected an array, got {actual}"));
-            assert_eq!(items.len(), got.len(), "{path}: expected {} item(s), got {actual}", items.len());
+            let got = actual
+                .as_array()
+                .unwrap_or_else(|| panic!("{path}: expected an array, got {actual}"));
+            assert_eq!(
+                items.len(),
+                got.len(),
+                "{path}: expected {} item(s), got {actual}",
+                items.len()
+            );
             for (index, (want, got)) in items.iter().zip(got).enumerate() {
                 assert_subset(want, got, &format!("{path}[{index}]"));
             }
@@ -78,13 +93,18 @@ fn check_expectations(name: &str, expect: &Value, view: &LedgerView, store: &dyn
             rejections.push((event.key.as_str().to_owned(), rule, reason.clone()));
         }
     }
-    let want = expect["rejections"].as_array().unwrap_or_else(|| panic!("{name}: expect.json needs \"rejections\""));
+    let want = expect["rejections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: expect.json needs \"rejections\""));
     assert_eq!(want.len(), rejections.len(), "{name}: rejections {rejections:?}");
     for (want, (key, rule, reason)) in want.iter().zip(&rejections) {
         assert_eq!(want["key"], json!(key), "{name}: rejection key");
         assert_eq!(want["rule"], json!(rule), "{name}: rejection rule of {key}");
         if let Some(part) = want.get("reason_contains").and_then(Value::as_str) {
-            assert!(reason.contains(part), "{name}: reason of {key} lacks {part:?}: {reason}");
+            assert!(
+                reason.contains(part),
+                "{name}: reason of {key} lacks {part:?}: {reason}"
+            );
         }
     }
 }
@@ -109,10 +129,12 @@ fn replay_fixtures() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(path).unwrap();
         let expect_path = path.with_extension("expect.json");
-        let expect: Value = serde_json::from_str(
-            &std::fs::read_to_string(&expect_path)
-                .unwrap_or_else(|_| panic!("{name}: every fixture needs explicit values in {}", expect_path.display())),
-        )
+        let expect: Value = serde_json::from_str(&std::fs::read_to_string(&expect_path).unwrap_or_else(|_| {
+            panic!(
+                "{name}: every fixture needs explicit values in {}",
+                expect_path.display()
+            )
+        }))
         .unwrap_or_else(|e| panic!("{}: {e}", expect_path.display()));
 
         // Import in two halves, storing a projection snapshot after the first.
@@ -122,7 +144,9 @@ fn replay_fixtures() {
         import_text(dir.path(), &name, &first.concat(), CHUNK_SMALL);
         let snapshot_seq = {
             let store = SledStore::open(dir.path()).unwrap();
-            replay::snapshot_position(&store).unwrap().expect("a snapshot after the first half")
+            replay::snapshot_position(&store)
+                .unwrap()
+                .expect("a snapshot after the first half")
         };
         let store = SledStore::open(dir.path()).unwrap();
         let mut ledger = Ledger::open(Box::new(store), Rulebook::intl_2025()).unwrap();
@@ -130,15 +154,27 @@ fn replay_fixtures() {
         drop(ledger);
 
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(replay::snapshot_position(&store).unwrap(), Some(snapshot_seq), "{name}: the midway snapshot is in use");
+        assert_eq!(
+            replay::snapshot_position(&store).unwrap(),
+            Some(snapshot_seq),
+            "{name}: the midway snapshot is in use"
+        );
         let from_zero = replay::load_from_zero(&store, None).unwrap();
-        assert!(snapshot_seq < from_zero.seq || second.is_empty(), "{name}: the snapshot is midway");
+        assert!(
+            snapshot_seq < from_zero.seq || second.is_empty(),
+            "{name}: the snapshot is midway"
+        );
         let from_zero_json = serde_json::to_string_pretty(&from_zero).unwrap();
         let from_snapshot_json = serde_json::to_string_pretty(&replay::load(&store, None).unwrap()).unwrap();
-        assert_eq!(from_zero_json, from_snapshot_json, "{name}: replay from snapshot differs from replay from 0");
+        assert_eq!(
+            from_zero_json, from_snapshot_json,
+            "{name}: replay from snapshot differs from replay from 0"
+        );
 
         check_expectations(&name, &expect, &from_zero, &store);
-        let report = verify::verify_store(&store, None).unwrap().unwrap_or_else(|f| panic!("{name}: verify: {f}"));
+        let report = verify::verify_store(&store, None)
+            .unwrap()
+            .unwrap_or_else(|f| panic!("{name}: verify: {f}"));
         assert_eq!(report.head.seq, from_zero.seq);
         insta::assert_snapshot!(snapshot_text(&from_zero, &store));
         let export = export_of(&store);
@@ -149,8 +185,16 @@ fn replay_fixtures() {
             .args(["--data", dir.path().to_str().unwrap(), "state", "all", "--json"])
             .output()
             .unwrap();
-        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
-        assert_eq!(String::from_utf8(output.stdout).unwrap(), from_zero_json + "\n", "{name}: separate process");
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            from_zero_json + "\n",
+            "{name}: separate process"
+        );
 
         // Batch boundaries change nothing: one big batch gives the same bytes.
         let whole = tempfile::tempdir().unwrap();

@@ -728,7 +728,7 @@ mod sled_only {
             store.put_snapshot("apps", b"snap").unwrap();
             events
         };
-        let db = ::sled::open(dir.path()).unwrap();
+        let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
         let log = db.open_tree("log").unwrap();
         let be = |n: u64| n.to_be_bytes().to_vec();
         let cat = |parts: &[&[u8]]| parts.concat();
@@ -794,7 +794,7 @@ mod sled_only {
             append(&store, &[("k1", &[app(1)])]);
         }
         {
-            let db = ::sled::open(dir.path()).unwrap();
+            let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
             let log = db.open_tree("log").unwrap();
             log.remove([b'e', 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
             log.insert(b"vclock", &b"short"[..]).unwrap();

@@ -119,8 +119,8 @@ pub enum EventBody {
         grace_ends_at: Instant,
     },
 
-    /// A hold was put on the app. `unusable_since` is set when this hold made a usable app
-    /// unusable, with the instant its resources will be reclaimed unless it is usable again.
+    /// A hold was put on the app. `reclamation_at` is set when this hold made a usable app
+    /// unusable: the instant its resources will be reclaimed unless it is usable again.
     #[serde(rename = "hold.placed")]
     HoldPlaced {
         app: AppId,

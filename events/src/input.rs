@@ -136,7 +136,9 @@ impl<'de> Deserialize<'de> for Input {
         let mut take = |name: &'static str| map.remove(name).ok_or_else(|| D::Error::missing_field(name));
         let key = Key::deserialize(take("key")?).map_err(|e| D::Error::custom(format!("key: {e}")))?;
         if let Some(prefix) = RESERVED_KEY_PREFIXES.iter().find(|p| key.as_str().starts_with(*p)) {
-            return Err(D::Error::custom(format!("key {key}: keys starting with {prefix:?} are the ledger's own")));
+            return Err(D::Error::custom(format!(
+                "key {key}: keys starting with {prefix:?} are the ledger's own"
+            )));
         }
         let at = Instant::deserialize(take("at")?).map_err(|e| D::Error::custom(format!("at: {e}")))?;
         let actor = Actor::deserialize(take("actor")?).map_err(|e| D::Error::custom(format!("actor: {e}")))?;

@@ -8,7 +8,7 @@ mod sled_store;
 mod validate;
 
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use sled_store::{open_raw as open_raw_sled, SledStore};
 
 use chat_ledger_events::{Hash, Key, SealedEvent, StreamId};
 

@@ -328,6 +328,13 @@ fn be_u64(bytes: &[u8]) -> u64 {
 const LOCK_WAIT_MS: u64 = 2000;
 const LOCK_RETRY_MS: u64 = 10;
 
+/// Opens the raw sled database in `dir`, waiting for its lock as [`SledStore::open`]
+/// does. For tests and tools that inspect or damage the documented layout on purpose.
+pub fn open_raw(dir: &Path) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new().path(dir).flush_every_ms(None);
+    open_waiting_for_lock(&config).map_err(sled_error(format!("opening {}", dir.display())))
+}
+
 fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
     let mut waited_ms = 0;
     loop {
