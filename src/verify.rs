@@ -140,14 +140,31 @@ impl Walker {
         Ok(event)
     }
 
-    fn finish(self, recorded_head: Option<Head>) -> Result<VerifyReport, VerifyFailure> {
+    /// `recorded_head`: `None` for a file (nothing to compare), `Some(None)` for a store
+    /// whose head record is missing, `Some(Some(head))` for a store's record.
+    fn finish(self, recorded_head: Option<Option<Head>>) -> Result<VerifyReport, VerifyFailure> {
         let head = Head {
             seq: self.view.seq,
             hash: self.view.head_hash,
         };
-        if let Some(recorded) = recorded_head {
+        if recorded_head == Some(None) && head.seq > 0 {
+            return Err(VerifyFailure {
+                position: head.seq + 1,
+                reason: format!(
+                    "the store's head record is missing (the chain ends at {}): the tail may have been cut",
+                    head_label(head)
+                ),
+            });
+        }
+        if let Some(Some(recorded)) = recorded_head {
             if recorded != head {
-                let position = head.seq.min(recorded.seq).max(1);
+                // A record past the chain's end: the first missing event. Otherwise the
+                // record's own position, whose event is not the one it kept.
+                let position = if recorded.seq > head.seq {
+                    head.seq + 1
+                } else {
+                    recorded.seq.max(1)
+                };
                 return Err(VerifyFailure {
                     position,
                     reason: format!(
@@ -202,7 +219,7 @@ pub fn verify_store(
             }
         }
     }
-    Ok(walker.finish(Some(store.head()?)))
+    Ok(walker.finish(Some(store.recorded_head()?)))
 }
 
 /// Verifies an exported file: line N must hold event N.

@@ -42,15 +42,27 @@ fn a_second_rulebook_changes_behaviour_without_code() {
     let acme = AccountId::new("acme").unwrap();
 
     // plan.validity: T → T (intl-2025) vs T → T−1 (test).
-    assert_eq!(intl.apps[&app].plan.as_ref().unwrap().valid_until, t("2025-04-01T10:00:00+08:00"));
-    assert_eq!(test.apps[&app].plan.as_ref().unwrap().valid_until, t("2025-03-31T10:00:00+08:00"));
+    assert_eq!(
+        intl.apps[&app].plan.as_ref().unwrap().valid_until,
+        t("2025-04-01T10:00:00+08:00")
+    );
+    assert_eq!(
+        test.apps[&app].plan.as_ref().unwrap().valid_until,
+        t("2025-03-31T10:00:00+08:00")
+    );
 
     // expiry.grace: 24 h vs 48 h. At Apr 1 12:00 the intl plan expired 2 h ago and is in
     // grace until Apr 2 10:00; the test plan expired Mar 31 10:00 with grace until Apr 2 10:00.
     assert_eq!(intl.apps[&app].status, AppStatus::Grace);
-    assert_eq!(intl.apps[&app].expired.as_ref().unwrap().grace_ends_at, t("2025-04-02T10:00:00+08:00"));
+    assert_eq!(
+        intl.apps[&app].expired.as_ref().unwrap().grace_ends_at,
+        t("2025-04-02T10:00:00+08:00")
+    );
     assert_eq!(test.apps[&app].status, AppStatus::Grace);
-    assert_eq!(test.apps[&app].expired.as_ref().unwrap().grace_ends_at, t("2025-04-02T10:00:00+08:00"));
+    assert_eq!(
+        test.apps[&app].expired.as_ref().unwrap().grace_ends_at,
+        t("2025-04-02T10:00:00+08:00")
+    );
 
     // app.limit: 300 vs 2 apps per account.
     assert!(intl.apps.contains_key(&AppId(1400000003)));
@@ -59,8 +71,14 @@ fn a_second_rulebook_changes_behaviour_without_code() {
 
     // payment.order: gift first (intl-2025) vs cash first (test).
     let (intl_b, test_b) = (&intl.accounts[&acme].balances, &test.accounts[&acme].balances);
-    assert_eq!((intl_b.gift.to_string(), intl_b.cash.to_string()), ("0.00 USD".into(), "201.00 USD".into()));
-    assert_eq!((test_b.gift.to_string(), test_b.cash.to_string()), ("100.00 USD".into(), "101.00 USD".into()));
+    assert_eq!(
+        (intl_b.gift.to_string(), intl_b.cash.to_string()),
+        ("0.00 USD".into(), "201.00 USD".into())
+    );
+    assert_eq!(
+        (test_b.gift.to_string(), test_b.cash.to_string()),
+        ("100.00 USD".into(), "101.00 USD".into())
+    );
 }
 
 #[test]

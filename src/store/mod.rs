@@ -92,6 +92,13 @@ pub trait EventStore: Send + Sync {
     /// The last event's position and hash.
     fn head(&self) -> Result<Head, StoreError>;
 
+    /// The head as the store records it apart from the events, for `verify` to compare
+    /// with the chain; `None` when that record is missing. Backends that derive the head
+    /// from the events alone return `head()`.
+    fn recorded_head(&self) -> Result<Option<Head>, StoreError> {
+        self.head().map(Some)
+    }
+
     /// Appends every commit of the batch or none of them, and returns only once the batch
     /// is durable: an `Ok` is an acknowledgement. Checks, before writing anything: the head
     /// equals `expected_head`; `seq`s continue it without a gap and each `prev` is the hash

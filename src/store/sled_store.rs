@@ -149,6 +149,10 @@ impl SledStore {
 }
 
 impl EventStore for SledStore {
+    fn recorded_head(&self) -> Result<Option<Head>, StoreError> {
+        self.stored_head()
+    }
+
     fn head(&self) -> Result<Head, StoreError> {
         match self.stored_head()? {
             Some(head) => Ok(head),
