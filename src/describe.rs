@@ -1,7 +1,7 @@
 //! Plain-language lines for events and views: what `log` prints in a terminal and what
 //! the snapshot tests record, so a reviewer reads the story, not JSON.
 
-use chat_ledger_events::{Envelope, EventBody, Instant, PurchasePurpose};
+use chat_ledger_events::{Envelope, EventBody, Instant, KindAmounts, PurchasePurpose, Reminder, RenewalOutcome};
 use chat_ledger_projections::{AppStatus, AppView};
 use chrono::FixedOffset;
 
@@ -43,17 +43,68 @@ pub fn describe(body: &EventBody, zone: FixedOffset) -> String {
             )
         }
         EventBody::FundsAdded { account, kind, amount } => format!("{amount} added to {account} as {}", kind.as_str()),
-        EventBody::AccountCharged {
-            account,
-            order,
-            amount,
-            split,
-        } => format!(
-            "{account} charged {amount} for order {order} (gift {}, income transfer {}, cash {})",
-            split.gift.amount(),
-            split.income_transfer.amount(),
-            split.cash.amount()
+        EventBody::AccountCharged { account, order, amount, split } => {
+            format!("{account} charged {amount} for order {order} ({})", kinds(split))
+        }
+        EventBody::AccountRefunded { account, orders, amount, split } => {
+            format!("{account} refunded {amount} for order(s) {} ({})", orders.join(", "), kinds(split))
+        }
+        EventBody::BalanceAdjusted { account, kind, amount, reason } => {
+            format!("{account} {} adjusted by {amount} by support: {reason}", kind.as_str())
+        }
+        EventBody::EditionUpgraded { app, order, from, to, amount, remaining_seconds, period_seconds, .. } => format!(
+            "app {app} upgraded {from} → {to} for {amount} (order {order}: {remaining_seconds} of {period_seconds} s of the plan left)"
         ),
+        EventBody::EditionRefunded { app, orders, refund, days_used, days_total } => format!(
+            "plan of app {app} refunded: {refund} for order(s) {} ({days_used} of {days_total} days used, a started day counted)",
+            orders.join(", ")
+        ),
+        EventBody::AutoRenewAttempted { app, outcome, price, available } => match outcome {
+            RenewalOutcome::Renewed => format!("auto-renewal of app {app}: renewed for {price}"),
+            RenewalOutcome::InsufficientFunds => {
+                format!("auto-renewal of app {app} failed: the balance ({available}) was below the price ({price})")
+            }
+            RenewalOutcome::NotRenewable => format!("auto-renewal of app {app} skipped: this plan cannot be renewed"),
+        },
+        EventBody::ReminderSent { account, to, reminder, next_at } => {
+            let what = match reminder {
+                Reminder::ExpiryUpcoming { app, valid_until } => {
+                    format!("plan of app {app} expires {}", when(*valid_until, zone))
+                }
+                Reminder::Expired { app, valid_until } => format!("plan of app {app} expired {}", when(*valid_until, zone)),
+                Reminder::Arrears { balance, suspend_at } => {
+                    format!("balance {balance}: services stop {} unless topped up", when(*suspend_at, zone))
+                }
+            };
+            let next = next_at.map(|t| format!("; next {}", when(t, zone))).unwrap_or_default();
+            format!("reminder to {account} ({} / {}): {what}{next}", to.email, to.sms)
+        }
+        EventBody::MauCounted { app, month, users, refused, repeats, bill_push_at, late } => {
+            let mut text = format!("app {app} {month}: {} user(s) counted, {repeats} repeat login(s)", users.len());
+            if !refused.is_empty() {
+                text.push_str(&format!(", {} refused over the edition's MAU limit", refused.len()));
+            }
+            if *late {
+                text.push_str(", late: billed as an adjustment");
+            }
+            if let Some(push) = bill_push_at {
+                text.push_str(&format!("; bill pushed {}", when(*push, zone)));
+            }
+            text
+        }
+        EventBody::BillIssued { app, bill, month, lines, total, .. } => {
+            let lines: Vec<String> =
+                lines.iter().map(|l| format!("{} × {} = {} [{}]", l.quantity, l.unit_price, l.amount, l.rule)).collect();
+            format!("bill {bill} for app {app}, {month}: {total} ({})", lines.join("; "))
+        }
+        EventBody::BillCharged { account, bill, amount, balance_after, .. } => {
+            format!("{account} charged {amount} for bill {bill}; balance {balance_after}")
+        }
+        EventBody::ArrearsStarted { account, balance, suspend_at } => {
+            format!("{account} in arrears ({balance}); its apps are held {} unless topped up", when(*suspend_at, zone))
+        }
+        EventBody::AccountSuspended { account } => format!("{account} still in arrears: every app of the account is held"),
+        EventBody::ArrearsCleared { account, balance } => format!("{account} out of arrears (balance {balance})"),
         EventBody::AppCreated {
             app,
             account,
@@ -77,6 +128,7 @@ pub fn describe(body: &EventBody, zone: FixedOffset) -> String {
                 PurchasePurpose::New => "bought",
                 PurchasePurpose::Renewal => "renewed",
                 PurchasePurpose::Reactivation => "bought to reactivate",
+                PurchasePurpose::AutoRenewal => "auto-renewed",
             };
             format!(
                 "{edition} {purpose} for app {app}: {months} month(s), {amount}, order {order}, valid {} → {}",
@@ -118,6 +170,16 @@ pub fn describe(body: &EventBody, zone: FixedOffset) -> String {
     }
 }
 
+fn kinds(split: &KindAmounts) -> String {
+    format!(
+        "voucher {}, gift {}, income transfer {}, cash {}",
+        split.voucher.amount(),
+        split.gift.amount(),
+        split.income_transfer.amount(),
+        split.cash.amount()
+    )
+}
+
 /// One line of `log`: position, time, stream and version, type, story, rule.
 pub fn log_line(event: &Envelope, zone: FixedOffset) -> String {
     let rule = event
@@ -153,7 +215,7 @@ pub fn app_block(app: &AppView, zone: FixedOffset) -> String {
     row("status", status_word(app.status).to_owned());
     row("edition", app.edition.to_string());
     if let Some(plan) = &app.plan {
-        row("plan", format!("order {} at {}/month", plan.order, plan.monthly_price));
+        row("plan", format!("order(s) {} at {}/month", plan.orders.join(", "), plan.monthly_price));
         row(
             "valid",
             format!("{} → {}", when(plan.valid_from, zone), when(plan.valid_until, zone)),

@@ -7,11 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chat_ledger_events::{AccountId, AppId, Command, Input, Instant, Key};
-use chat_ledger_projections::LedgerView;
 
 use crate::ledger::{Ledger, LedgerError, Outcome};
-use crate::rulebook::Rulebook;
-use crate::store::EventStore;
 
 /// Inputs appended per acknowledged batch (one durable flush each) by default.
 pub const CHUNK_INPUTS_DEFAULT: usize = 1000;
@@ -83,13 +80,8 @@ pub struct Plan {
 
 /// Checks references, time order and keys of a parsed file against the ledger's state,
 /// as if the file's inputs were applied in order. Nothing is appended.
-pub fn check(
-    file: &str,
-    lines: Vec<Line>,
-    state: &LedgerView,
-    store: &dyn EventStore,
-    book: &Rulebook,
-) -> Result<Plan, LedgerCheckError> {
+pub fn check(file: &str, lines: Vec<Line>, ledger: &Ledger) -> Result<Plan, LedgerCheckError> {
+    let (state, store, book) = (ledger.state(), ledger.store(), ledger.rulebook());
     let mut accounts: BTreeMap<AccountId, String> = state
         .accounts
         .keys()
@@ -117,7 +109,10 @@ pub fn check(
         let input = &line.input;
         let digest = input.digest();
         if let Some(record) = store.key_record(&input.key).map_err(LedgerError::from)? {
-            if record.digest != digest {
+            // A login is recorded with its user digest; when the app's key is gone
+            // (reclaimed) the payload can no longer be compared, only the key.
+            let recorded = ledger.recorded_digest(input)?;
+            if recorded.is_some_and(|d| d != record.digest) {
                 return Err(bad(format!(
                     "key {:?} was already recorded (event {}) with a different payload; a new input needs a new key",
                     input.key.as_str(),
@@ -221,7 +216,14 @@ pub fn check(
                     _ => {}
                 }
             }
-            Command::SetAutoRenew { app, .. } => need_app(app)?,
+            Command::SetAutoRenew { app, .. }
+            | Command::Login { app, .. }
+            | Command::RefundEdition { app }
+            | Command::FlagViolation { app, .. } => need_app(app)?,
+            Command::AdjustBalance { account, .. } => need_account(account)?,
+            Command::LoginBatch { .. } => {
+                return Err(bad("login_batch is written by `chat-ledger logins`, not by hand".to_owned()))
+            }
             Command::AdvanceClock {} => {}
         }
         plan.pending.push(line);
@@ -263,7 +265,7 @@ pub fn import(
 ) -> Result<ImportSummary, LedgerCheckError> {
     assert!(chunk_inputs > 0, "a chunk holds at least one input");
     let lines = parse(file, text).map_err(LedgerCheckError::Bad)?;
-    let plan = check(file, lines, ledger.state(), ledger.store(), ledger.rulebook())?;
+    let plan = check(file, lines, ledger)?;
     let mut summary = ImportSummary {
         lines_already_recorded: plan.already_recorded,
         ..ImportSummary::default()

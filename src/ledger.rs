@@ -5,14 +5,17 @@
 use std::collections::HashSet;
 
 use chat_ledger_events::{
-    event_id, seal, Actor, Decision, EventBody, Hash, Input, Instant, Key, NewEvent, SealedEvent, StreamId,
+    event_id, seal, Actor, AppId, Command, Decision, EventBody, Input, Instant, Key, NewEvent, SealedEvent,
+    StreamId,
 };
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use chat_ledger_projections::LedgerView;
 use uuid::Uuid;
 
 use crate::replay::{self, ReplayError};
 use crate::rulebook::{rule, Rulebook};
-use crate::rules::{decide, decide_deadline, Fact, Refusal};
+use crate::rules::{decide, decide_deadline, decide_logins, digest_hex, Fact, LoginRow, Refusal};
 use crate::store::{AppendBatch, Commit, EventStore, Head, KeyRecord, StoreError};
 
 /// What became of one submitted input.
@@ -43,10 +46,64 @@ pub enum LedgerError {
     RulebookMismatch { ledger: String, given: String },
 }
 
+/// Where new vault keys come from. Randomness lives here, at the IO edge, never in the rules.
+pub trait KeySource: Send {
+    fn new_key(&mut self, app: AppId) -> [u8; 32];
+}
+
+/// Keys from the operating system's CSPRNG: what a real ledger uses.
+pub struct OsKeys;
+
+impl KeySource for OsKeys {
+    fn new_key(&mut self, _app: AppId) -> [u8; 32] {
+        let mut key = [0; 32];
+        getrandom::fill(&mut key).expect("the OS random source is available");
+        key
+    }
+}
+
+/// Keys derived from a seed: reproducible digests for tests and fixtures. A ledger whose
+/// seed is known can recompute every digest: never use it for real users.
+pub struct SeededKeys(pub String);
+
+impl KeySource for SeededKeys {
+    fn new_key(&mut self, app: AppId) -> [u8; 32] {
+        Sha256::digest(format!("{}/{app}", self.0)).into()
+    }
+}
+
+/// A user id's per-app digest: HMAC-SHA-256 under the app's vault key, first 128 bits.
+pub fn user_digest(key: &[u8; 32], user: &str) -> u128 {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(user.as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    u128::from_be_bytes(bytes[..16].try_into().expect("16 bytes"))
+}
+
+/// One row of a bulk login file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawLogin {
+    pub line: u64,
+    pub app: AppId,
+    pub user: String,
+    pub logged_in_at: Instant,
+}
+
+/// What a bulk login ingestion did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoginSummary {
+    pub rows: u64,
+    pub rows_already_recorded: u64,
+    pub users_counted: u64,
+    pub logins_refused: u64,
+    pub events_appended: u64,
+}
+
 pub struct Ledger {
     store: Box<dyn EventStore>,
     state: LedgerView,
     book: Rulebook,
+    keys: Box<dyn KeySource>,
 }
 
 /// Builds one append batch: seals each decided event onto the chain and folds it into
@@ -102,6 +159,26 @@ impl BatchBuilder<'_> {
         self.commits.push(Commit { key, digest, events });
     }
 
+    /// The first event of a ledger: the rulebook it runs under.
+    fn adopt_rulebook(&mut self, at: Instant) {
+        if self.state.rulebook.is_some() {
+            return;
+        }
+        let book = self.book;
+        let adopt = Fact {
+            stream: StreamId::named(StreamId::LEDGER),
+            rule: rule::RULEBOOK_ADOPT,
+            body: EventBody::RulebookAdopted {
+                rulebook: book.label(),
+                seed: book.seed.clone(),
+                zone: book.zone.to_string(),
+                currency: book.currency,
+            },
+        };
+        let key = Key::new(format!("ledger/rulebook/{}", book.label())).expect("derived keys are well-formed");
+        self.commit_facts(key, at, None, vec![adopt]);
+    }
+
     /// Fires, in order, every deadline due at or before `until`.
     fn fire_due(&mut self, until: Instant) {
         while let Some(deadline) = self.state.next_deadline().filter(|d| d.at <= until).cloned() {
@@ -117,8 +194,7 @@ impl BatchBuilder<'_> {
         }
     }
 
-    fn commit_input(&mut self, input: &Input) -> Option<Refusal> {
-        let mut events = Vec::new();
+    fn record_input(&mut self, events: &mut Vec<SealedEvent>, input: &Input) -> Option<Uuid> {
         let record = NewEvent {
             id: event_id(&input.key, 0),
             version: self.state.stream_version(&StreamId::named(StreamId::INPUTS)) + 1,
@@ -131,7 +207,43 @@ impl BatchBuilder<'_> {
             body: EventBody::InputRecorded { input: input.clone() },
         };
         let cause = Some(record.id);
-        self.seal_into(&mut events, record);
+        self.seal_into(events, record);
+        cause
+    }
+
+    /// A login batch: its record, then the counts decided from its rows.
+    fn commit_login_batch(&mut self, input: &Input, rows: &[LoginRow]) -> (u64, u64) {
+        let mut events = Vec::new();
+        let cause = self.record_input(&mut events, input);
+        let (mut facts, suspended) = decide_logins(rows, input.at, self.state, self.book);
+        for (app, count) in &suspended {
+            facts.push(Fact {
+                stream: StreamId::app(*app),
+                rule: rule::LOGIN_SUSPENDED,
+                body: EventBody::CommandRejected {
+                    command: input.command.type_name().to_owned(),
+                    reason: format!("{count} login(s) refused: app {app} is suspended or reclaimed"),
+                },
+            });
+        }
+        let counted = facts
+            .iter()
+            .map(|f| match &f.body {
+                EventBody::MauCounted { users, .. } => users.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        for (index, fact) in facts.into_iter().enumerate() {
+            let new = self.new_event(&input.key, index + 1, input.at, &input.actor, cause, fact);
+            self.seal_into(&mut events, new);
+        }
+        self.commits.push(Commit { key: input.key.clone(), digest: input.digest(), events });
+        (counted, suspended.values().sum())
+    }
+
+    fn commit_input(&mut self, input: &Input) -> Option<Refusal> {
+        let mut events = Vec::new();
+        let cause = self.record_input(&mut events, input);
         let (facts, refusal) = match decide(input, self.state, self.book) {
             Ok(facts) => (facts, None),
             Err(refusal) => {
@@ -162,17 +274,25 @@ impl BatchBuilder<'_> {
 impl Ledger {
     /// Opens a ledger on `store`, rebuilding the projections (from the stored projection
     /// snapshot when it is valid). A ledger keeps the rulebook it was started under.
+    /// Vault keys come from the OS random source.
     pub fn open(store: Box<dyn EventStore>, book: Rulebook) -> Result<Ledger, LedgerError> {
+        Ledger::open_with_keys(store, book, Box::new(OsKeys))
+    }
+
+    pub fn open_with_keys(store: Box<dyn EventStore>, book: Rulebook, keys: Box<dyn KeySource>) -> Result<Ledger, LedgerError> {
         let state = replay::load(store.as_ref(), None)?;
         if let Some(adopted) = &state.rulebook {
             if adopted.rulebook != book.label() {
-                return Err(LedgerError::RulebookMismatch {
-                    ledger: adopted.rulebook.clone(),
-                    given: book.label(),
-                });
+                return Err(LedgerError::RulebookMismatch { ledger: adopted.rulebook.clone(), given: book.label() });
             }
         }
-        Ok(Ledger { store, state, book })
+        let ledger = Ledger { store, state, book, keys };
+        // A crash between a reclamation's append and its key's destruction leaves a key
+        // behind: destroy it now.
+        for app in ledger.state.apps.values().filter(|a| a.reclaimed_at.is_some()) {
+            ledger.store.destroy_app_key(app.app)?;
+        }
+        Ok(ledger)
     }
 
     pub fn state(&self) -> &LedgerView {
@@ -188,21 +308,49 @@ impl Ledger {
     }
 
     pub fn head(&self) -> Head {
-        Head {
-            seq: self.state.seq,
-            hash: self.state.head_hash,
+        Head { seq: self.state.seq, hash: self.state.head_hash }
+    }
+
+    /// The app's vault key, created on first use; `None` once the app was reclaimed.
+    fn vault_key(&mut self, app: AppId) -> Result<Option<[u8; 32]>, LedgerError> {
+        if self.state.apps.get(&app).is_some_and(|a| a.reclaimed_at.is_some()) {
+            return Ok(None);
         }
+        if let Some(key) = self.store.app_key(app)? {
+            return Ok(Some(key));
+        }
+        let fresh = self.keys.new_key(app);
+        Ok(Some(self.store.put_app_key(app, fresh)?))
+    }
+
+    /// The input as the log records it: a login's user id replaced by its per-app digest
+    /// (a reclaimed app's logins keep no trace of the user at all).
+    pub fn prepare(&mut self, input: &Input) -> Result<Input, LedgerError> {
+        let Command::Login { app, user, logged_in_at } = &input.command else { return Ok(input.clone()) };
+        let user = match self.vault_key(*app)? {
+            Some(key) => digest_hex(user_digest(&key, user)),
+            None => String::new(),
+        };
+        Ok(Input { command: Command::Login { app: *app, user, logged_in_at: *logged_in_at }, ..input.clone() })
+    }
+
+    /// The digest of `input` as it was (or would be) recorded, without creating vault keys;
+    /// `None` when it cannot be known (a login of an app with no key: never recorded, or shredded).
+    pub fn recorded_digest(&self, input: &Input) -> Result<Option<[u8; 32]>, LedgerError> {
+        let Command::Login { app, user, logged_in_at } = &input.command else { return Ok(Some(input.digest())) };
+        let Some(key) = self.store.app_key(*app)? else { return Ok(None) };
+        let user = digest_hex(user_digest(&key, user));
+        Ok(Some(Input { command: Command::Login { app: *app, user, logged_in_at: *logged_in_at }, ..input.clone() }.digest()))
     }
 
     /// Runs `inputs` through the rules, in order, and appends everything they and the
     /// deadlines they pass produce as ONE batch: all of it is acknowledged (durable) when
     /// this returns `Ok`, or none of it is in the log.
     pub fn submit(&mut self, inputs: &[Input]) -> Result<Vec<Outcome>, LedgerError> {
+        let prepared = inputs.iter().map(|i| self.prepare(i)).collect::<Result<Vec<_>, _>>()?;
         let expected_head = self.head();
-        let result = self.build(inputs).and_then(|(commits, outcomes)| {
-            if !commits.is_empty() {
-                self.store.append(&AppendBatch { expected_head, commits })?;
-            }
+        let result = self.build(&prepared).and_then(|(commits, outcomes)| {
+            self.append(expected_head, commits)?;
             Ok(outcomes)
         });
         if result.is_err() {
@@ -212,36 +360,42 @@ impl Ledger {
         result
     }
 
+    /// Appends, then destroys the vault keys of the apps the batch reclaimed.
+    fn append(&mut self, expected_head: Head, commits: Vec<Commit>) -> Result<(), LedgerError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let reclaimed: Vec<AppId> = commits
+            .iter()
+            .flat_map(|c| &c.events)
+            .filter_map(|e| match e.envelope.event {
+                EventBody::AppReclaimed { app, .. } => Some(app),
+                _ => None,
+            })
+            .collect();
+        self.store.append(&AppendBatch { expected_head, commits })?;
+        for app in reclaimed {
+            self.store.destroy_app_key(app)?;
+        }
+        Ok(())
+    }
+
     fn build(&mut self, inputs: &[Input]) -> Result<(Vec<Commit>, Vec<Outcome>), LedgerError> {
-        let mut builder = BatchBuilder {
-            state: &mut self.state,
-            book: &self.book,
-            commits: Vec::new(),
-        };
+        let mut builder = BatchBuilder { state: &mut self.state, book: &self.book, commits: Vec::new() };
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut keys_in_batch: HashSet<&Key> = HashSet::new();
         for input in inputs {
             if let Some(record) = self.store.key_record(&input.key)? {
                 if record.digest != input.digest() {
-                    return Err(LedgerError::KeyConflict {
-                        key: input.key.clone(),
-                        first_seq: record.first_seq,
-                    });
+                    return Err(LedgerError::KeyConflict { key: input.key.clone(), first_seq: record.first_seq });
                 }
                 outcomes.push(Outcome::Repeated(record));
                 continue;
             }
             if !keys_in_batch.insert(&input.key) {
-                let first = builder
-                    .commits
-                    .iter()
-                    .find(|c| c.key == input.key)
-                    .expect("seen in this batch");
+                let first = builder.commits.iter().find(|c| c.key == input.key).expect("seen in this batch");
                 if first.digest != input.digest() {
-                    return Err(LedgerError::KeyConflict {
-                        key: input.key.clone(),
-                        first_seq: first.events[0].envelope.seq,
-                    });
+                    return Err(LedgerError::KeyConflict { key: input.key.clone(), first_seq: first.events[0].envelope.seq });
                 }
                 let record = KeyRecord {
                     digest: first.digest,
@@ -252,52 +406,99 @@ impl Ledger {
                 continue;
             }
             if let Some(clock) = builder.state.clock.filter(|clock| input.at < *clock) {
-                return Err(LedgerError::BeforeClock {
-                    key: input.key.clone(),
-                    at: input.at,
-                    clock,
-                });
+                return Err(LedgerError::BeforeClock { key: input.key.clone(), at: input.at, clock });
             }
-            if builder.state.rulebook.is_none() {
-                let book = builder.book;
-                let adopt = Fact {
-                    stream: StreamId::named(StreamId::LEDGER),
-                    rule: rule::RULEBOOK_ADOPT,
-                    body: EventBody::RulebookAdopted {
-                        rulebook: book.label(),
-                        seed: book.seed.clone(),
-                        zone: book.zone.to_string(),
-                        currency: book.currency,
-                    },
-                };
-                let key = Key::new(format!("ledger/rulebook/{}", book.label())).expect("derived keys are well-formed");
-                builder.commit_facts(key, input.at, None, vec![adopt]);
-            }
+            builder.adopt_rulebook(input.at);
             builder.fire_due(input.at);
             let first_seq = builder.state.seq + 1;
             let refusal = builder.commit_input(input);
-            outcomes.push(Outcome::Recorded {
-                first_seq,
-                last_seq: builder.state.seq,
-                refusal,
-            });
+            outcomes.push(Outcome::Recorded { first_seq, last_seq: builder.state.seq, refusal });
         }
         Ok((builder.commits, outcomes))
+    }
+
+    /// Ingests a bulk login file's rows (already parsed, in file order) in acknowledged
+    /// chunks of `chunk_rows`. A chunk is split where a row's time passes a deadline, so
+    /// deadlines fire in order between logins; each piece is one `login_batch` input keyed
+    /// `logins/<file digest>/<first line>`, so a re-run skips what is recorded. A row dated
+    /// before the clock is a late login, received now.
+    pub fn ingest_logins(
+        &mut self,
+        source: &str,
+        file_digest: &str,
+        rows: &[RawLogin],
+        chunk_rows: usize,
+        mut on_ack: impl FnMut(u64, u64),
+    ) -> Result<LoginSummary, LedgerError> {
+        assert!(chunk_rows > 0, "a chunk holds at least one row");
+        let mut summary = LoginSummary { rows: rows.len() as u64, ..LoginSummary::default() };
+        let start_seq = self.head().seq;
+        let key_of = |line: u64| Key::new(format!("logins/{file_digest}/{line}")).expect("derived keys are well-formed");
+        for chunk in rows.chunks(chunk_rows) {
+            if self.store.key_record(&key_of(chunk[0].line))?.is_some() {
+                summary.rows_already_recorded += chunk.len() as u64;
+                continue;
+            }
+            let mut digested = Vec::with_capacity(chunk.len());
+            for row in chunk {
+                let user = self.vault_key(row.app)?.map_or(0, |key| user_digest(&key, &row.user));
+                digested.push(LoginRow { app: row.app, user, logged_in_at: row.logged_in_at, login: format!("{source}:{}", row.line) });
+            }
+            let expected_head = self.head();
+            let mut builder = BatchBuilder { state: &mut self.state, book: &self.book, commits: Vec::new() };
+            let mut piece_start = 0;
+            let commit_piece = |builder: &mut BatchBuilder, from: usize, to: usize| {
+                let piece = &chunk[from..to];
+                let clock = builder.state.clock.unwrap_or(piece[0].logged_in_at);
+                let at = piece.iter().map(|r| r.logged_in_at).fold(clock, Instant::max);
+                let mut hasher = Sha256::new();
+                for row in piece {
+                    hasher.update(format!("{},{},{}\n", row.app, row.user, row.logged_in_at));
+                }
+                let input = Input {
+                    key: key_of(piece[0].line),
+                    at,
+                    actor: Actor::System,
+                    command: Command::LoginBatch {
+                        source: source.to_owned(),
+                        first_line: piece[0].line,
+                        last_line: piece[piece.len() - 1].line,
+                        rows: piece.len() as u64,
+                        sha256: hex::encode(hasher.finalize()),
+                    },
+                };
+                builder.adopt_rulebook(at);
+                builder.commit_login_batch(&input, &digested[from..to])
+            };
+            for (index, row) in chunk.iter().enumerate() {
+                let due = builder.state.next_deadline().is_some_and(|d| d.at <= row.logged_in_at);
+                if due {
+                    if index > piece_start {
+                        let (counted, refused) = commit_piece(&mut builder, piece_start, index);
+                        summary.users_counted += counted;
+                        summary.logins_refused += refused;
+                        piece_start = index;
+                    }
+                    builder.fire_due(row.logged_in_at);
+                }
+            }
+            let (counted, refused) = commit_piece(&mut builder, piece_start, chunk.len());
+            summary.users_counted += counted;
+            summary.logins_refused += refused;
+            let commits = builder.commits;
+            if let Err(e) = self.append(expected_head, commits) {
+                self.state = replay::load(self.store.as_ref(), None)?;
+                return Err(e);
+            }
+            on_ack(self.head().seq, chunk[chunk.len() - 1].line);
+        }
+        summary.events_appended = self.head().seq - start_seq;
+        Ok(summary)
     }
 
     /// Stores the current projections as a snapshot, so the next start replays only what follows.
     pub fn save_snapshot(&self) -> Result<(), LedgerError> {
         replay::save_snapshot(self.store.as_ref(), &self.state)?;
         Ok(())
-    }
-
-    /// The hash of the stored bytes of event `seq`.
-    pub fn hash_at(&self, seq: u64) -> Result<Option<Hash>, LedgerError> {
-        Ok(self
-            .store
-            .read(seq, 1)?
-            .into_iter()
-            .find(|e| e.seq == seq)
-            .map(|e| Hash::of(&e.bytes)))
     }
 }

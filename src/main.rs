@@ -381,10 +381,19 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
                     account.account,
                     account.opened_at.display_in(zone)
                 );
-                println!("  balance       {} available", b.available());
+                println!("  balance       {} available", account.available());
                 println!("    cash             {}", b.cash);
                 println!("    income transfer  {}", b.income_transfer);
                 println!("    gift             {}", b.gift);
+                println!("    voucher          {}", b.voucher);
+                if let Some(arrears) = &account.arrears {
+                    println!(
+                        "  in arrears    since {}; apps {} {}",
+                        arrears.since.display_in(zone),
+                        if arrears.suspended { "held since" } else { "held at" },
+                        arrears.suspend_at.display_in(zone)
+                    );
+                }
                 let apps: Vec<String> = account.apps.iter().map(ToString::to_string).collect();
                 println!(
                     "  apps          {}",
@@ -408,7 +417,7 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
                     println!(
                         "  account {}: {} available",
                         account.account,
-                        account.balances.available()
+                        account.available()
                     );
                 }
                 println!("  {} pending deadline(s)", view.deadlines.len());

@@ -72,13 +72,21 @@ pub fn load(store: &dyn EventStore, until: Option<Instant>) -> Result<LedgerView
         .filter(|v| until.is_none_or(|t| v.clock.is_none_or(|clock| clock <= t)))
         .unwrap_or_default();
     replay_into(store, &mut view, until)?;
+    conserved(&view)?;
     Ok(view)
+}
+
+/// Rule `money.conservation`, checked on every replay: per account and money kind, the
+/// flows of the orders, bills and funding projections add up to the balance fold.
+fn conserved(view: &LedgerView) -> Result<(), ReplayError> {
+    view.check_conservation().map_err(|reason| ReplayError::Corrupt { seq: view.seq, reason })
 }
 
 /// The projections rebuilt from position 0, ignoring any stored snapshot.
 pub fn load_from_zero(store: &dyn EventStore, until: Option<Instant>) -> Result<LedgerView, ReplayError> {
     let mut view = LedgerView::default();
     replay_into(store, &mut view, until)?;
+    conserved(&view)?;
     Ok(view)
 }
 

@@ -35,6 +35,24 @@ pub mod rule {
     pub const EXPIRY_GRACE: &str = "expiry.grace";
     pub const APP_RECLAMATION: &str = "app.reclamation";
     pub const CLOCK_ADVANCE: &str = "clock.advance";
+    pub const OFFER_NEWCOMER: &str = "offer.newcomer";
+    pub const EDITION_UPGRADE: &str = "edition.upgrade";
+    pub const EDITION_DOWNGRADE: &str = "edition.downgrade";
+    pub const AUTO_RENEWAL: &str = "auto_renew.renewal";
+    pub const REMINDER_EXPIRY: &str = "reminder.expiry";
+    pub const REMINDER_ARREARS: &str = "reminder.arrears";
+    pub const LOGIN_SUSPENDED: &str = "login.suspended";
+    pub const MAU_COUNT: &str = "mau.count";
+    pub const MAU_OVERAGE: &str = "mau.overage";
+    pub const BILL_PUSH: &str = "bill.push";
+    pub const BILL_PRORATION: &str = "bill.proration";
+    pub const BILL_PAYMENT: &str = "bill.payment";
+    pub const ARREARS_GRACE: &str = "arrears.grace";
+    pub const ARREARS_CLEARED: &str = "arrears.cleared";
+    pub const REFUND_FIVE_DAY: &str = "refund.five_day";
+    pub const REFUND_SPLIT: &str = "refund.split";
+    pub const ADJUSTMENT: &str = "balance.adjustment";
+    pub const VIOLATION: &str = "violation.hold";
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -60,6 +78,105 @@ pub struct Rulebook {
     pub reclamation: Reclamation,
     #[serde(rename = "payment.order")]
     pub payment_order: PaymentOrder,
+    #[serde(rename = "offer.newcomer")]
+    pub newcomer: Option<NewcomerOffer>,
+    #[serde(rename = "edition.upgrade")]
+    pub upgrade: Upgrade,
+    #[serde(rename = "mau.overage")]
+    pub mau_overage: MauOverage,
+    #[serde(rename = "bill.push")]
+    pub bill_push: BillPush,
+    #[serde(rename = "bill.proration")]
+    pub proration: Proration,
+    #[serde(rename = "bill.payment")]
+    pub bill_payment: BillPayment,
+    #[serde(rename = "arrears.grace")]
+    pub arrears_grace: Grace,
+    #[serde(rename = "reminder.expiry")]
+    pub reminders: Reminders,
+    #[serde(rename = "refund.five_day")]
+    pub refund: FiveDayRefund,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewcomerOffer {
+    pub edition: EditionId,
+    pub months: u32,
+    pub once_per_account: bool,
+    /// Editions whose purchase by the account, on any app, ends its eligibility.
+    pub not_after: Vec<EditionId>,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "shape", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Upgrade {
+    /// Pay (new − old monthly price) × months for the remaining share of the validity, to the second.
+    ProRataSeconds { why: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MauOverage {
+    /// Per user beyond the edition's free MAU, per month.
+    pub unit_price: Amount4,
+    pub why: String,
+}
+
+/// A unit price as written in a rulebook: any number of decimal places.
+#[derive(Clone, Copy, Debug)]
+pub struct Amount4(pub rust_decimal::Decimal);
+
+impl<'de> Deserialize<'de> for Amount4 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Amount4, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Amount4).map_err(|e| serde::de::Error::custom(format!("price {text:?}: {e}")))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillPush {
+    /// Bills for month M are pushed at 00:00 local on this day of month M + 1.
+    pub day_of_month: u32,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "shape", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Proration {
+    /// Postpaid fees × usable seconds of the month / seconds of the month.
+    UsableSeconds { why: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillPayment {
+    pub order: Vec<MoneyKind>,
+    /// The kind driven below zero by what the balance cannot cover.
+    pub shortfall: MoneyKind,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reminders {
+    /// Reminders on each of this many days up to and including the expiry day.
+    pub days_before: u32,
+    /// And on each of this many days after it.
+    pub days_after: u32,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiveDayRefund {
+    /// Refunds are possible up to this long after the purchase instant, the edge included.
+    pub window_hours: u32,
+    /// Only a plan with no MAU since its purchase is refunded.
+    pub unused_only: bool,
+    pub why: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -86,6 +203,12 @@ pub struct EditionRule {
     pub monthly_price: Option<Amount>,
     pub free_mau: u32,
     pub purchasable: bool,
+    /// Orders editions: buying a higher rank while a plan runs is an upgrade, a lower one a downgrade.
+    pub rank: u32,
+    /// Whether MAU beyond `free_mau` is billed (`mau.overage`).
+    pub mau_overage: bool,
+    /// MAU beyond this is refused, not billed (Trial).
+    pub mau_cap: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -209,7 +332,16 @@ impl Rulebook {
 
     /// Rule `expiry.grace`: when an app whose plan expired at `expired_at` is suspended.
     pub fn grace_end(&self, expired_at: Instant) -> Instant {
-        match &self.grace {
+        self.after_grace(&self.grace, expired_at)
+    }
+
+    /// Rule `arrears.grace`: when an account still in arrears after a push at `pushed_at` is suspended.
+    pub fn arrears_suspend_at(&self, pushed_at: Instant) -> Instant {
+        self.after_grace(&self.arrears_grace, pushed_at)
+    }
+
+    fn after_grace(&self, grace: &Grace, expired_at: Instant) -> Instant {
+        match grace {
             Grace::ExactHours { hours, .. } => Instant::from_utc(expired_at.utc() + Duration::hours(i64::from(*hours))),
             Grace::CalendarDays {
                 days,
@@ -221,6 +353,39 @@ impl Rulebook {
                 self.local_midnight(expiry_day + Days::new(u64::from(after)))
             }
         }
+    }
+
+    /// The local natural month of an instant, as `YYYY-MM`.
+    pub fn month_of(&self, t: Instant) -> String {
+        t.in_zone(self.zone).format("%Y-%m").to_string()
+    }
+
+    /// The first and one-past-last instants of a local natural month `YYYY-MM`.
+    pub fn month_bounds(&self, month: &str) -> (Instant, Instant) {
+        let first = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").expect("months are YYYY-MM");
+        let next = first.checked_add_months(Months::new(1)).expect("within chrono's range");
+        (self.local_midnight(first), self.local_midnight(next))
+    }
+
+    /// Rule `bill.push`: when the bill of the month holding `t` is pushed.
+    pub fn bill_push_at(&self, t: Instant) -> Instant {
+        let (_, next_month) = self.month_bounds(&self.month_of(t));
+        let day = next_month.in_zone(self.zone).date_naive();
+        self.local_midnight(day + Days::new(u64::from(self.bill_push.day_of_month - 1)))
+    }
+
+    /// Rule `reminder.expiry`: the reminders of a plan valid until `valid_until`, at 00:00
+    /// local on each of `days_before` days up to the expiry day and `days_after` days after.
+    pub fn reminder_schedule(&self, valid_until: Instant) -> Vec<Instant> {
+        let expiry_day = valid_until.in_zone(self.zone).date_naive();
+        let first = expiry_day - Days::new(u64::from(self.reminders.days_before.saturating_sub(1)));
+        let count = self.reminders.days_before + self.reminders.days_after;
+        (0..count).map(|i| self.local_midnight(first + Days::new(u64::from(i)))).collect()
+    }
+
+    /// The first reminder of the series for `valid_until` strictly after `after`.
+    pub fn next_reminder(&self, valid_until: Instant, after: Instant) -> Option<Instant> {
+        self.reminder_schedule(valid_until).into_iter().find(|t| *t > after)
     }
 
     /// Rule `app.reclamation`: when an app unusable since `since` is reclaimed.
@@ -309,7 +474,9 @@ mod tests {
 
     #[test]
     fn a_bad_rulebook_is_refused_with_its_origin() {
-        let err = Rulebook::parse(&INTL_2025.replace("\"cash\"]", "\"gift\"]"), "x.json").unwrap_err();
+        let mut value: serde_json::Value = serde_json::from_str(INTL_2025).unwrap();
+        value["payment.order"]["order"] = serde_json::json!(["gift", "gift", "cash", "voucher"]);
+        let err = Rulebook::parse(&value.to_string(), "x.json").unwrap_err();
         assert!(err.starts_with("x.json: payment.order"), "{err}");
     }
 }

@@ -2,13 +2,21 @@
 //! to the events that follow, or to a refusal. No IO, no clock, no randomness: time comes
 //! from the input or the deadline, every parameter from the rulebook.
 
+use std::collections::{BTreeMap, HashSet};
+
 use chat_ledger_events::{
-    round_cents, AppId, Command, EventBody, HoldKind, Input, Money, MoneyKind, PaymentSplit, PurchasePurpose, StreamId,
+    round_cents, AccountId, Actor, AppId, BillLine, Command, CountedUser, Direction, EditionId, EventBody, HoldKind,
+    Input, Instant, KindAmounts, Money, MoneyKind, Price, PurchasePurpose, Reminder, RenewalOutcome, StreamId,
 };
-use chat_ledger_projections::{AppView, Deadline, DeadlineKind, LedgerView};
+use chat_ledger_projections::{AccountView, AppView, Deadline, DeadlineKind, LedgerView, Subject};
 use rust_decimal::Decimal;
 
 use crate::rulebook::{rule, Rulebook};
+
+/// Most users one `mau.counted` event carries; more make more events.
+pub const MAU_USERS_PER_EVENT_MAX: usize = 1000;
+
+const SECONDS_PER_DAY: i64 = 86_400;
 
 /// One event the rules decided, with the rule that decided it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,12 +33,31 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// One login, its user already replaced by the per-app digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginRow {
+    pub app: AppId,
+    pub user: u128,
+    pub logged_in_at: Instant,
+    /// The input key of a single login, or `<source>:<line>`.
+    pub login: String,
+}
+
+/// The 32-digit hex form of a user digest, as events carry it.
+pub fn digest_hex(user: u128) -> String {
+    format!("{user:032x}")
+}
+
 fn refuse<T>(rule: &'static str, reason: String) -> Result<T, Refusal> {
     Err(Refusal { rule, reason })
 }
 
 fn fact(stream: StreamId, rule: &'static str, body: EventBody) -> Fact {
     Fact { stream, rule, body }
+}
+
+fn money(amount: Decimal, book: &Rulebook) -> Money {
+    Money::new(round_cents(amount), book.currency)
 }
 
 /// Decides an input against the state. References (accounts and apps named) are checked
@@ -46,49 +73,64 @@ pub fn decide(input: &Input, state: &LedgerView, book: &Rulebook) -> Result<Vec<
             Ok(vec![fact(
                 StreamId::account(account),
                 rule::ACCOUNT_OPEN,
-                EventBody::AccountOpened {
-                    account: account.clone(),
-                    creator: creator.clone(),
-                },
+                EventBody::AccountOpened { account: account.clone(), creator: creator.clone() },
             )])
         }
         Command::AddFunds { account, kind, amount } => {
-            if !state.accounts.contains_key(account) {
-                return refuse(rule::FUNDS_ADD, format!("account {account} is not open"));
-            }
+            let view = known_account(state, account, rule::FUNDS_ADD)?;
             if amount.0.is_zero() {
                 return refuse(rule::FUNDS_ADD, "a top-up of 0 adds nothing".to_owned());
             }
-            Ok(vec![fact(
+            let added = Money::new(amount.0, book.currency);
+            let mut facts = vec![fact(
                 StreamId::account(account),
                 rule::FUNDS_ADD,
-                EventBody::FundsAdded {
+                EventBody::FundsAdded { account: account.clone(), kind: *kind, amount: added },
+            )];
+            facts.extend(clear_arrears(view, state, added.amount()));
+            Ok(facts)
+        }
+        Command::AdjustBalance { account, kind, direction, amount, reason } => {
+            let view = known_account(state, account, rule::ADJUSTMENT)?;
+            if !matches!(input.actor, Actor::Support(_)) {
+                return refuse(rule::ADJUSTMENT, format!("only support staff adjust balances, not {}", input.actor));
+            }
+            if reason.trim().is_empty() {
+                return refuse(rule::ADJUSTMENT, "an adjustment needs a reason".to_owned());
+            }
+            let signed = match direction {
+                Direction::Credit => amount.0,
+                Direction::Debit => -amount.0,
+            };
+            let mut facts = vec![fact(
+                StreamId::account(account),
+                rule::ADJUSTMENT,
+                EventBody::BalanceAdjusted {
                     account: account.clone(),
                     kind: *kind,
-                    amount: Money::new(amount.0, book.currency),
+                    amount: Money::new(signed, book.currency),
+                    reason: reason.clone(),
                 },
-            )])
+            )];
+            if signed > Decimal::ZERO {
+                facts.extend(clear_arrears(view, state, signed));
+            }
+            Ok(facts)
         }
         Command::CreateApp { account, app, name } => {
-            let Some(owner) = state.accounts.get(account) else {
-                return refuse(rule::APP_CREATE, format!("account {account} is not open"));
-            };
+            let owner = known_account(state, account, rule::APP_CREATE)?;
             if state.apps.contains_key(app) {
                 return refuse(rule::APP_CREATE, format!("SDKAppID {app} already exists"));
             }
             let max = book.app_limit.max_apps_per_account;
-            let live = owner
-                .apps
-                .iter()
-                .filter(|a| state.apps.get(a).is_some_and(|v| v.reclaimed_at.is_none()))
-                .count();
+            let live = owner.apps.iter().filter(|a| state.apps.get(a).is_some_and(|v| v.reclaimed_at.is_none())).count();
             if live >= max as usize {
                 return refuse(
                     rule::APP_LIMIT,
                     format!("account {account} already has {live} apps, the most one account may have ({max})"),
                 );
             }
-            Ok(vec![fact(
+            let mut facts = vec![fact(
                 StreamId::app(*app),
                 rule::APP_CREATE,
                 EventBody::AppCreated {
@@ -97,135 +139,56 @@ pub fn decide(input: &Input, state: &LedgerView, book: &Rulebook) -> Result<Vec<
                     name: name.clone(),
                     edition: book.catalog.free_edition.clone(),
                 },
-            )])
-        }
-        Command::BuyEdition {
-            app,
-            edition,
-            months,
-            contract_monthly_price,
-        } => {
-            let view = known_app(state, *app)?;
-            let Some(entry) = book.edition(edition).filter(|e| e.purchasable) else {
-                return refuse(
-                    rule::EDITION_CATALOG,
-                    format!("edition {edition} cannot be bought under {}", book.label()),
-                );
-            };
-            let monthly = match (entry.monthly_price, contract_monthly_price) {
-                (Some(list), None) => list.0,
-                (None, Some(contract)) => contract.0,
-                (Some(_), Some(_)) => {
-                    return refuse(
-                        rule::EDITION_CATALOG,
-                        format!("edition {edition} has a list price; drop contract_monthly_price"),
-                    )
-                }
-                (None, None) => {
-                    return refuse(
-                        rule::EDITION_CATALOG,
-                        format!("edition {edition} is sold at a contract price: give contract_monthly_price"),
-                    )
-                }
-            };
-            if !(book.validity.months_min..=book.validity.months_max).contains(months) {
-                return refuse(
-                    rule::PLAN_VALIDITY,
-                    format!(
-                        "{months} months: a plan is bought for {} to {} months",
-                        book.validity.months_min, book.validity.months_max
-                    ),
-                );
-            }
-            let (purpose, valid_from, purpose_rule) = if view.holds.contains_key(&HoldKind::Expiry) {
-                (PurchasePurpose::Reactivation, at, rule::PLAN_REACTIVATION)
-            } else {
-                match &view.plan {
-                    None => (PurchasePurpose::New, at, rule::PLAN_PURCHASE),
-                    Some(plan) if &plan.edition == edition => {
-                        (PurchasePurpose::Renewal, plan.valid_until, rule::PLAN_RENEWAL)
-                    }
-                    Some(plan) => {
-                        return refuse(
-                            rule::EDITION_CHANGE,
-                            format!(
-                                "app {app} has a {} plan until {}; changing edition while it runs is an upgrade, \
-                                 which this build does not sell yet: renew {} or buy {edition} after suspension",
-                                plan.edition,
-                                plan.valid_until.display_in(book.zone),
-                                plan.edition
-                            ),
-                        )
-                    }
-                }
-            };
-            let amount = round_cents(monthly * Decimal::from(*months));
-            let account = state.accounts.get(&view.account).expect("an app's account is open");
-            let available = account.balances.available();
-            if available.amount() < amount {
-                return refuse(
-                    rule::PAYMENT_BALANCE,
-                    format!(
-                        "the balance ({available}) is below the price ({} {}) of {months} month(s) of {edition}; add funds and buy again",
-                        Money::new(amount, book.currency).amount(),
-                        book.currency.as_str()
-                    ),
-                );
-            }
-            let order = format!("{app}-{}", view.orders + 1);
-            let mut facts = vec![
-                fact(
-                    StreamId::account(&view.account),
-                    rule::PAYMENT_ORDER,
-                    EventBody::AccountCharged {
-                        account: view.account.clone(),
-                        order: order.clone(),
-                        amount: Money::new(amount, book.currency),
-                        split: split_payment(amount, account, book),
-                    },
-                ),
-                fact(
-                    StreamId::app(*app),
-                    purpose_rule,
-                    EventBody::EditionPurchased {
-                        app: *app,
-                        order,
-                        edition: edition.clone(),
-                        months: *months,
-                        monthly_price: Money::new(monthly, book.currency),
-                        amount: Money::new(amount, book.currency),
-                        purpose,
-                        valid_from,
-                        valid_until: book.validity_end(valid_from, *months),
-                    },
-                ),
-            ];
-            if purpose == PurchasePurpose::Reactivation {
+            )];
+            if owner.arrears.as_ref().is_some_and(|a| a.suspended) {
                 facts.push(fact(
                     StreamId::app(*app),
-                    rule::PLAN_REACTIVATION,
-                    EventBody::HoldLifted {
-                        app: *app,
-                        hold: HoldKind::Expiry,
-                    },
+                    rule::ARREARS_GRACE,
+                    EventBody::HoldPlaced { app: *app, hold: HoldKind::Arrears, reclamation_at: Some(book.reclamation_at(at)) },
                 ));
             }
             Ok(facts)
         }
+        Command::BuyEdition { app, edition, months, contract_monthly_price } => {
+            decide_purchase(state, book, at, *app, edition, *months, contract_monthly_price.map(|p| p.0))
+        }
         Command::SetAutoRenew { app, on } => {
             known_app(state, *app)?;
-            Ok(vec![fact(
-                StreamId::app(*app),
-                rule::AUTO_RENEW_SWITCH,
-                EventBody::AutoRenewSwitched { app: *app, on: *on },
-            )])
+            Ok(vec![fact(StreamId::app(*app), rule::AUTO_RENEW_SWITCH, EventBody::AutoRenewSwitched { app: *app, on: *on })])
         }
-        Command::AdvanceClock {} => Ok(vec![fact(
-            StreamId::named(StreamId::CLOCK),
-            rule::CLOCK_ADVANCE,
-            EventBody::ClockAdvanced { to: at },
-        )]),
+        Command::Login { app, user, logged_in_at } => {
+            let view = known_app(state, *app)?;
+            if !view.is_usable() {
+                return refuse(rule::LOGIN_SUSPENDED, format!("app {app} is suspended: it cannot log users in"));
+            }
+            let user = chat_ledger_projections::user_digest(user)
+                .map_err(|e| Refusal { rule: rule::MAU_COUNT, reason: format!("the login was not pseudonymized: {e}") })?;
+            let row = LoginRow { app: *app, user, logged_in_at: logged_in_at.unwrap_or(at), login: input.key.to_string() };
+            let (facts, _) = decide_logins(std::slice::from_ref(&row), at, state, book);
+            Ok(facts)
+        }
+        Command::LoginBatch { .. } => {
+            refuse(rule::MAU_COUNT, "a login batch is decided with its rows (Ledger::ingest_logins)".to_owned())
+        }
+        Command::RefundEdition { app } => decide_refund(state, book, at, *app),
+        Command::FlagViolation { app, .. } => {
+            let view = known_app(state, *app)?;
+            if !matches!(input.actor, Actor::Support(_)) {
+                return refuse(rule::VIOLATION, format!("only support staff flag violations, not {}", input.actor));
+            }
+            if view.holds.contains_key(&HoldKind::Violation) {
+                return refuse(rule::VIOLATION, format!("app {app} is already held for a violation"));
+            }
+            Ok(vec![hold(view, HoldKind::Violation, at, book, rule::VIOLATION)])
+        }
+        Command::AdvanceClock {} => {
+            Ok(vec![fact(StreamId::named(StreamId::CLOCK), rule::CLOCK_ADVANCE, EventBody::ClockAdvanced { to: at })])
+        }
     }
+}
+
+fn known_account<'a>(state: &'a LedgerView, account: &AccountId, rule: &'static str) -> Result<&'a AccountView, Refusal> {
+    state.accounts.get(account).ok_or_else(|| Refusal { rule, reason: format!("account {account} is not open") })
 }
 
 fn known_app(state: &LedgerView, app: AppId) -> Result<&AppView, Refusal> {
@@ -233,74 +196,637 @@ fn known_app(state: &LedgerView, app: AppId) -> Result<&AppView, Refusal> {
         return refuse(rule::APP_CREATE, format!("SDKAppID {app} does not exist"));
     };
     if let Some(when) = view.reclaimed_at {
-        return refuse(
-            rule::APP_RECLAIMED,
-            format!("app {app}'s resources were reclaimed at {when}; create a new app"),
-        );
+        return refuse(rule::APP_RECLAIMED, format!("app {app}'s resources were reclaimed at {when}; create a new app"));
     }
     Ok(view)
 }
 
-/// Rule `payment.order`: takes `amount` from the account's money kinds in the
-/// rulebook's order. The caller has checked the total suffices.
-fn split_payment(amount: Decimal, account: &chat_ledger_projections::AccountView, book: &Rulebook) -> PaymentSplit {
+/// A hold on `view`; when it makes a usable app unusable it sets the reclamation instant.
+fn hold(view: &AppView, kind: HoldKind, at: Instant, book: &Rulebook, rule: &'static str) -> Fact {
+    fact(
+        StreamId::app(view.app),
+        rule,
+        EventBody::HoldPlaced { app: view.app, hold: kind, reclamation_at: view.is_usable().then(|| book.reclamation_at(at)) },
+    )
+}
+
+/// Rule `arrears.cleared`: money that brings an account in arrears back to zero or above
+/// ends its arrears and lifts its apps' arrears holds.
+fn clear_arrears(account: &AccountView, state: &LedgerView, added: Decimal) -> Vec<Fact> {
+    if account.arrears.is_none() {
+        return Vec::new();
+    }
+    let after = account.available().amount() + added;
+    if after < Decimal::ZERO {
+        return Vec::new();
+    }
+    let mut facts = vec![fact(
+        StreamId::account(&account.account),
+        rule::ARREARS_CLEARED,
+        EventBody::ArrearsCleared { account: account.account.clone(), balance: Money::new(after, account.available().currency()) },
+    )];
+    for app in &account.apps {
+        if state.apps.get(app).is_some_and(|v| v.reclaimed_at.is_none() && v.holds.contains_key(&HoldKind::Arrears)) {
+            facts.push(fact(StreamId::app(*app), rule::ARREARS_CLEARED, EventBody::HoldLifted { app: *app, hold: HoldKind::Arrears }));
+        }
+    }
+    facts
+}
+
+/// Rule `payment.order` (and `bill.payment`): takes `amount` from the kinds in `order`;
+/// what they cannot cover is taken from `shortfall`, driving it below zero (or refused
+/// by the caller, for purchases).
+fn split_payment(amount: Decimal, balances: &KindAmounts, order: &[MoneyKind], shortfall: MoneyKind) -> KindAmounts {
+    let currency = balances.cash.currency();
     let mut left = amount;
-    let mut taken = [Decimal::ZERO; 3];
-    for kind in &book.payment_order.order {
-        let have = account.balances.get(*kind).amount().max(Decimal::ZERO);
-        let take = have.min(left);
-        taken[MoneyKind::ALL
-            .iter()
-            .position(|k| k == kind)
-            .expect("every kind is listed")] = take;
+    let mut split = KindAmounts::zero(currency);
+    for kind in order {
+        let take = balances.get(*kind).amount().max(Decimal::ZERO).min(left);
+        *split.get_mut(*kind) = Money::new(take, currency);
         left -= take;
     }
-    assert!(left.is_zero(), "split_payment called without enough balance");
-    let money = |kind: MoneyKind| {
-        Money::new(
-            taken[MoneyKind::ALL.iter().position(|k| *k == kind).expect("listed")],
-            book.currency,
-        )
-    };
-    PaymentSplit {
-        gift: money(MoneyKind::Gift),
-        income_transfer: money(MoneyKind::IncomeTransfer),
-        cash: money(MoneyKind::Cash),
+    if !left.is_zero() {
+        let part = split.get_mut(shortfall);
+        *part = Money::new(part.amount() + left, currency);
     }
+    split
+}
+
+fn edition_price(book: &Rulebook, edition: &EditionId, contract: Option<Decimal>) -> Result<Decimal, Refusal> {
+    let Some(entry) = book.edition(edition).filter(|e| e.purchasable) else {
+        return refuse(rule::EDITION_CATALOG, format!("edition {edition} cannot be bought under {}", book.label()));
+    };
+    match (entry.monthly_price, contract) {
+        (Some(list), None) => Ok(list.0),
+        (None, Some(contract)) => Ok(contract),
+        (Some(_), Some(_)) => refuse(rule::EDITION_CATALOG, format!("edition {edition} has a list price; drop contract_monthly_price")),
+        (None, None) => {
+            refuse(rule::EDITION_CATALOG, format!("edition {edition} is sold at a contract price: give contract_monthly_price"))
+        }
+    }
+}
+
+fn rank(book: &Rulebook, edition: &EditionId) -> u32 {
+    book.edition(edition).map_or(0, |e| e.rank)
+}
+
+/// The facts of charging `amount` for `order` to the app's account, or the refusal when
+/// the balance is short (rule `payment.balance`).
+fn charge(account: &AccountView, order: &str, amount: Decimal, book: &Rulebook, what: &str) -> Result<Fact, Refusal> {
+    let available = account.available();
+    if available.amount() < amount {
+        return refuse(
+            rule::PAYMENT_BALANCE,
+            format!("the balance ({available}) is below the price ({}) of {what}; add funds and buy again", money(amount, book)),
+        );
+    }
+    Ok(fact(
+        StreamId::account(&account.account),
+        rule::PAYMENT_ORDER,
+        EventBody::AccountCharged {
+            account: account.account.clone(),
+            order: order.to_owned(),
+            amount: money(amount, book),
+            split: split_payment(amount, &account.balances, &book.payment_order.order, MoneyKind::Cash),
+        },
+    ))
+}
+
+fn decide_purchase(
+    state: &LedgerView,
+    book: &Rulebook,
+    at: Instant,
+    app: AppId,
+    edition: &EditionId,
+    months: u32,
+    contract: Option<Decimal>,
+) -> Result<Vec<Fact>, Refusal> {
+    let view = known_app(state, app)?;
+    if view.holds.contains_key(&HoldKind::Violation) {
+        return refuse(rule::VIOLATION, format!("app {app} is held for a content violation: it cannot be reactivated"));
+    }
+    let monthly = edition_price(book, edition, contract)?;
+    if !(book.validity.months_min..=book.validity.months_max).contains(&months) {
+        return refuse(
+            rule::PLAN_VALIDITY,
+            format!("{months} months: a plan is bought for {} to {} months", book.validity.months_min, book.validity.months_max),
+        );
+    }
+    let account = state.accounts.get(&view.account).expect("an app's account is open");
+    if let Some(offer) = book.newcomer.as_ref().filter(|o| &o.edition == edition) {
+        if months != offer.months {
+            return refuse(rule::OFFER_NEWCOMER, format!("the newcomer offer is {} month(s), not {months}", offer.months));
+        }
+        if let Some(bought) = offer.not_after.iter().find(|e| account.editions_bought.contains(*e)) {
+            return refuse(
+                rule::OFFER_NEWCOMER,
+                format!("the newcomer offer is for accounts that never bought {bought}; {} did", account.account),
+            );
+        }
+    }
+    let order = format!("{app}-{}", view.orders + 1);
+    let held = view.holds.contains_key(&HoldKind::Expiry) || view.holds.contains_key(&HoldKind::Refund);
+    let (purpose, valid_from, purpose_rule) = match &view.plan {
+        _ if held => (PurchasePurpose::Reactivation, at, rule::PLAN_REACTIVATION),
+        None => (PurchasePurpose::New, at, rule::PLAN_PURCHASE),
+        Some(plan) if &plan.edition == edition => (PurchasePurpose::Renewal, plan.valid_until, rule::PLAN_RENEWAL),
+        Some(plan) if view.expired.is_none() && rank(book, edition) > rank(book, &plan.edition) => {
+            return decide_upgrade(view, account, plan, book, at, edition, monthly, &order);
+        }
+        Some(plan) if view.expired.is_none() && rank(book, edition) < rank(book, &plan.edition) => {
+            return refuse(
+                rule::EDITION_DOWNGRADE,
+                format!(
+                    "{edition} is below the running {} plan: a downgrade goes through a refund (within the refund window), then a purchase",
+                    plan.edition
+                ),
+            );
+        }
+        Some(plan) => {
+            return refuse(
+                rule::EDITION_CHANGE,
+                format!(
+                    "app {app} has a {} plan until {}; renew {} now, or buy {edition} once the app is suspended",
+                    plan.edition,
+                    plan.valid_until.display_in(book.zone),
+                    plan.edition
+                ),
+            )
+        }
+    };
+    let amount = monthly * Decimal::from(months);
+    let valid_until = book.validity_end(valid_from, months);
+    let charged = charge(account, &order, amount, book, &format!("{months} month(s) of {edition}"))?;
+    let mut facts = vec![
+        fact(
+            StreamId::app(app),
+            purpose_rule,
+            EventBody::EditionPurchased {
+                app,
+                order,
+                edition: edition.clone(),
+                months,
+                monthly_price: money(monthly, book),
+                amount: money(amount, book),
+                purpose,
+                valid_from,
+                valid_until,
+                first_reminder_at: book.next_reminder(valid_until, at),
+            },
+        ),
+        charged,
+    ];
+    if purpose == PurchasePurpose::Reactivation {
+        for kind in [HoldKind::Expiry, HoldKind::Refund] {
+            if view.holds.contains_key(&kind) {
+                facts.push(fact(StreamId::app(app), rule::PLAN_REACTIVATION, EventBody::HoldLifted { app, hold: kind }));
+            }
+        }
+    }
+    Ok(facts)
+}
+
+/// Rule `edition.upgrade`: the difference of monthly prices × the plan's months, for the
+/// remaining share of its validity, to the second. Validity is unchanged.
+#[allow(clippy::too_many_arguments)]
+fn decide_upgrade(
+    view: &AppView,
+    account: &AccountView,
+    plan: &chat_ledger_projections::PlanView,
+    book: &Rulebook,
+    at: Instant,
+    edition: &EditionId,
+    monthly: Decimal,
+    order: &str,
+) -> Result<Vec<Fact>, Refusal> {
+    let period_seconds = (plan.valid_until.utc() - plan.valid_from.utc()).num_seconds().max(1) as u64;
+    let remaining_seconds = (plan.valid_until.utc() - at.utc().max(plan.valid_from.utc())).num_seconds().max(0) as u64;
+    let difference = (monthly - plan.monthly_price.amount()) * Decimal::from(plan.months);
+    let amount = difference * Decimal::from(remaining_seconds) / Decimal::from(period_seconds);
+    let charged = charge(account, order, round_cents(amount), book, &format!("the upgrade to {edition}"))?;
+    Ok(vec![
+        fact(
+            StreamId::app(view.app),
+            rule::EDITION_UPGRADE,
+            EventBody::EditionUpgraded {
+                app: view.app,
+                order: order.to_owned(),
+                from: plan.edition.clone(),
+                to: edition.clone(),
+                amount: money(amount, book),
+                remaining_seconds,
+                period_seconds,
+                valid_until: plan.valid_until,
+            },
+        ),
+        charged,
+    ])
+}
+
+/// Whole days from `start` to `end`, a started day counting as a whole one.
+fn started_days(start: Instant, end: Instant) -> u32 {
+    let seconds = (end.utc() - start.utc()).num_seconds().max(0);
+    ((seconds + SECONDS_PER_DAY - 1) / SECONDS_PER_DAY) as u32
+}
+
+/// Rule `refund.five_day` arithmetic: `paid × remaining whole days / days of the order`,
+/// a started day counting as used, rounded by `money.round`.
+pub fn five_day_refund(paid: Decimal, valid_from: Instant, valid_until: Instant, at: Instant) -> (Decimal, u32, u32) {
+    let days_total = started_days(valid_from, valid_until).max(1);
+    let days_used = started_days(valid_from, at).min(days_total);
+    let refund = round_cents(paid * Decimal::from(days_total - days_used) / Decimal::from(days_total));
+    (refund, days_used, days_total)
+}
+
+fn decide_refund(state: &LedgerView, book: &Rulebook, at: Instant, app: AppId) -> Result<Vec<Fact>, Refusal> {
+    let view = known_app(state, app)?;
+    let terms = &book.refund;
+    if view.holds.contains_key(&HoldKind::Violation) {
+        return refuse(rule::VIOLATION, format!("app {app} is held for a content violation: its plans are never refunded"));
+    }
+    let Some(plan) = view.plan.as_ref().filter(|_| view.expired.is_none()) else {
+        return refuse(rule::REFUND_FIVE_DAY, format!("app {app} has no running plan to refund"));
+    };
+    let window_end = Instant::from_utc(plan.purchased_at.utc() + chrono::Duration::hours(i64::from(terms.window_hours)));
+    if at > window_end {
+        return refuse(
+            rule::REFUND_FIVE_DAY,
+            format!(
+                "bought {}; a refund was possible until {} ({} h), not after",
+                plan.purchased_at.display_in(book.zone),
+                window_end.display_in(book.zone),
+                terms.window_hours
+            ),
+        );
+    }
+    if terms.unused_only {
+        if let Some(login) = view.last_counted_login.filter(|t| *t >= plan.purchased_at) {
+            return refuse(
+                rule::REFUND_FIVE_DAY,
+                format!("the plan was used: users were counted in the MAU since its purchase (last at {})", login.display_in(book.zone)),
+            );
+        }
+    }
+    let currency = book.currency;
+    let mut split = KindAmounts::zero(currency);
+    let (mut days_used, mut days_total) = (0, 0);
+    for (index, order_id) in plan.orders.iter().enumerate() {
+        let order = &state.orders[order_id];
+        let paid = order.paid.expect("orders are charged with their purchase");
+        // Rule `refund.split`: vouchers are never refunded; the rest goes back in the
+        // proportion of what each kind paid, the rounding remainder to cash.
+        let base = paid.total().amount() - paid.voucher.amount();
+        let start = if index == 0 { plan.valid_from } else { order.purchased_at };
+        let (refund, used, total) = five_day_refund(base, start, plan.valid_until, at);
+        if index == 0 {
+            (days_used, days_total) = (used, total);
+        }
+        if base.is_zero() || refund.is_zero() {
+            continue;
+        }
+        let share = |kind: MoneyKind| round_cents(refund * paid.get(kind).amount() / base);
+        let (gift, income) = (share(MoneyKind::Gift), share(MoneyKind::IncomeTransfer));
+        for (kind, part) in [(MoneyKind::Gift, gift), (MoneyKind::IncomeTransfer, income), (MoneyKind::Cash, refund - gift - income)] {
+            let slot = split.get_mut(kind);
+            *slot = Money::new(slot.amount() + part, currency);
+        }
+    }
+    let refund = split.total();
+    let account = &state.accounts[&view.account];
+    let mut facts = vec![
+        fact(
+            StreamId::app(app),
+            rule::REFUND_FIVE_DAY,
+            EventBody::EditionRefunded { app, orders: plan.orders.clone(), refund, days_used, days_total },
+        ),
+        fact(
+            StreamId::account(&view.account),
+            rule::REFUND_SPLIT,
+            EventBody::AccountRefunded { account: view.account.clone(), orders: plan.orders.clone(), amount: refund, split },
+        ),
+        hold(view, HoldKind::Refund, at, book, rule::REFUND_FIVE_DAY),
+    ];
+    facts.extend(clear_arrears(account, state, refund.amount()));
+    Ok(facts)
+}
+
+/// Counts logins into the MAU (rule `mau.count`): a user counts once per app and local
+/// natural month, at their first login; repeats are tallied; on an edition with a MAU cap
+/// (Trial) the users beyond it are refused, not billed. Logins to unusable apps are
+/// refused (`login.suspended`) and returned apart. Users are packed many to an event.
+pub fn decide_logins(rows: &[LoginRow], at: Instant, state: &LedgerView, book: &Rulebook) -> (Vec<Fact>, BTreeMap<AppId, u64>) {
+    struct Month<'a> {
+        users: Vec<CountedUser>,
+        refused: Vec<CountedUser>,
+        repeats: u64,
+        seen: HashSet<u128>,
+        base: Option<&'a chat_ledger_projections::MonthUsage>,
+    }
+    let mut months: BTreeMap<(AppId, String), Month> = BTreeMap::new();
+    let mut order: Vec<(AppId, String)> = Vec::new();
+    let mut suspended: BTreeMap<AppId, u64> = BTreeMap::new();
+    for row in rows {
+        let Some(view) = state.apps.get(&row.app).filter(|v| v.is_usable()) else {
+            *suspended.entry(row.app).or_default() += 1;
+            continue;
+        };
+        let month_key = book.month_of(row.logged_in_at);
+        let key = (row.app, month_key.clone());
+        let month = months.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            Month { users: Vec::new(), refused: Vec::new(), repeats: 0, seen: HashSet::new(), base: view.usage.get(&month_key) }
+        });
+        let counted_before = month.base.is_some_and(|u| u.users.contains(&row.user));
+        if counted_before || !month.seen.insert(row.user) {
+            month.repeats += 1;
+            continue;
+        }
+        let user = CountedUser { user: digest_hex(row.user), logged_in_at: row.logged_in_at, login: row.login.clone() };
+        let cap = book.edition(&view.edition).and_then(|e| e.mau_cap);
+        let count = month.base.map_or(0, |u| u.users.len()) + month.users.len();
+        if cap.is_some_and(|cap| count >= cap as usize) {
+            month.refused.push(user);
+        } else {
+            month.users.push(user);
+        }
+    }
+    let mut facts = Vec::new();
+    for key in order {
+        let month = months.remove(&key).expect("listed");
+        let (app, month_key) = key;
+        let push_of_month = book.bill_push_at(book.month_bounds(&month_key).0);
+        let billed = month.base.is_some_and(|u| u.billed_mau.is_some());
+        let late = billed || push_of_month <= at;
+        let has_push = month.base.is_some_and(|u| u.bill_push.is_some());
+        let mut bill_push_at = match (late, has_push) {
+            (true, _) if !month.users.is_empty() => Some(book.bill_push_at(at)),
+            (false, false) => Some(push_of_month),
+            _ => None,
+        };
+        let mut users = month.users.into_iter().peekable();
+        let (mut refused, mut repeats) = (month.refused, month.repeats);
+        loop {
+            let packed: Vec<CountedUser> = users.by_ref().take(MAU_USERS_PER_EVENT_MAX).collect();
+            facts.push(fact(
+                StreamId::app(app),
+                rule::MAU_COUNT,
+                EventBody::MauCounted {
+                    app,
+                    month: month_key.clone(),
+                    users: packed,
+                    refused: std::mem::take(&mut refused),
+                    repeats: std::mem::take(&mut repeats),
+                    bill_push_at: bill_push_at.take(),
+                    late,
+                },
+            ));
+            if users.peek().is_none() {
+                break;
+            }
+        }
+    }
+    (facts, suspended)
+}
+
+/// Share of `month` the app was usable, in seconds: (usable, month length).
+fn usable_seconds(view: &AppView, month: &str, book: &Rulebook) -> (u64, u64) {
+    let (start, end) = book.month_bounds(month);
+    let month_seconds = (end.utc() - start.utc()).num_seconds();
+    let unusable: i64 = view
+        .unusable_periods
+        .iter()
+        .map(|(from, to)| {
+            let from = from.utc().max(start.utc());
+            let to = to.map_or(end.utc(), |t| t.utc()).min(end.utc());
+            (to - from).num_seconds().max(0)
+        })
+        .sum();
+    ((month_seconds - unusable).max(0) as u64, month_seconds as u64)
+}
+
+/// Rule `bill.push` with `mau.overage` and `bill.proration`: the bill of every finished
+/// month with MAU not yet billed, adjustments for months billed before late logins.
+fn decide_bill(view: &AppView, at: Instant, state: &LedgerView, book: &Rulebook) -> Vec<Fact> {
+    let account = &state.accounts[&view.account];
+    let unit = book.mau_overage.unit_price.0;
+    let mut lines = Vec::new();
+    for (month, usage) in &view.usage {
+        let (_, month_end) = book.month_bounds(month);
+        let mau = usage.users.len() as u64;
+        if month_end > at || usage.billed_mau == Some(mau) {
+            continue;
+        }
+        let edition = usage.billed_edition.as_ref().unwrap_or(&view.edition);
+        let entry = book.edition(edition);
+        let free = u64::from(entry.map_or(0, |e| e.free_mau));
+        let billable = entry.is_some_and(|e| e.mau_overage);
+        let over = |n: u64| if billable { n.saturating_sub(free) } else { 0 };
+        let (item, quantity) = match usage.billed_mau {
+            None => ("MAU overage", over(mau)),
+            Some(before) => ("MAU overage adjustment (late logins)", over(mau) - over(before)),
+        };
+        let (usable, month_seconds) = usable_seconds(view, month, book);
+        let prorated = usable < month_seconds;
+        let mut amount = Decimal::from(quantity) * unit;
+        if prorated {
+            amount = amount * Decimal::from(usable) / Decimal::from(month_seconds);
+        }
+        lines.push(BillLine {
+            item: format!("{item}: {mau} MAU, {free} free on {edition}"),
+            month: month.clone(),
+            quantity,
+            unit_price: Price { amount: unit, currency: book.currency },
+            rule: if prorated { rule::BILL_PRORATION } else { rule::MAU_OVERAGE }.to_owned(),
+            amount: money(amount, book),
+            usable_seconds: prorated.then_some(usable),
+            month_seconds: prorated.then_some(month_seconds),
+        });
+    }
+    let billed_month = book.month_of(Instant::from_utc(at.utc() - chrono::Duration::seconds(1)));
+    let total = lines.iter().fold(Money::zero(book.currency), |sum, l| sum.checked_add(l.amount).expect("one currency"));
+    let bill = format!("{}-{billed_month}", view.app);
+    let mut facts = vec![fact(
+        StreamId::app(view.app),
+        rule::BILL_PUSH,
+        EventBody::BillIssued {
+            account: view.account.clone(),
+            app: view.app,
+            bill: bill.clone(),
+            month: billed_month,
+            edition: view.edition.clone(),
+            lines,
+            total,
+        },
+    )];
+    if total.amount().is_zero() {
+        return facts;
+    }
+    let split = split_payment(total.amount(), &account.balances, &book.bill_payment.order, book.bill_payment.shortfall);
+    let balance_after = Money::new(account.available().amount() - total.amount(), book.currency);
+    facts.push(fact(
+        StreamId::account(&view.account),
+        rule::BILL_PAYMENT,
+        EventBody::BillCharged { account: view.account.clone(), bill, amount: total, split, balance_after },
+    ));
+    if balance_after.is_negative() && account.arrears.is_none() {
+        let suspend_at = book.arrears_suspend_at(at);
+        facts.push(fact(
+            StreamId::account(&view.account),
+            rule::ARREARS_GRACE,
+            EventBody::ArrearsStarted { account: view.account.clone(), balance: balance_after, suspend_at },
+        ));
+        facts.push(fact(
+            StreamId::account(&view.account),
+            rule::REMINDER_ARREARS,
+            EventBody::ReminderSent {
+                account: view.account.clone(),
+                to: account.creator.clone(),
+                reminder: Reminder::Arrears { balance: balance_after, suspend_at },
+                next_at: None,
+            },
+        ));
+    }
+    facts
 }
 
 /// Decides what a due deadline does. The deadline index is kept equal to the apps'
 /// state by the projection, so a due deadline always has something to do.
 pub fn decide_deadline(deadline: &Deadline, state: &LedgerView, book: &Rulebook) -> Vec<Fact> {
-    let view = state.apps.get(&deadline.app).expect("deadlines belong to known apps");
+    let account_id = match &deadline.subject {
+        Subject::Account(account) => account,
+        Subject::App(app) => &state.apps[app].account,
+    };
+    if let Subject::Account(_) = deadline.subject {
+        return decide_arrears_suspension(&state.accounts[account_id], deadline.at, state, book);
+    }
+    let Subject::App(app) = deadline.subject else { unreachable!("accounts handled above") };
+    let view = &state.apps[&app];
     let stream = deadline.stream.clone();
-    let app = deadline.app;
     match deadline.kind {
-        DeadlineKind::Expiry => vec![fact(
-            stream,
-            rule::PLAN_EXPIRY,
-            EventBody::PlanExpired {
-                app,
-                valid_until: deadline.at,
-                grace_ends_at: book.grace_end(deadline.at),
-            },
-        )],
-        DeadlineKind::Suspension => vec![fact(
-            stream,
-            rule::EXPIRY_GRACE,
-            EventBody::HoldPlaced {
-                app,
-                hold: HoldKind::Expiry,
-                reclamation_at: view.is_usable().then(|| book.reclamation_at(deadline.at)),
-            },
-        )],
+        DeadlineKind::BillPush => decide_bill(view, deadline.at, state, book),
+        DeadlineKind::Expiry => decide_expiry(view, deadline.at, state, book),
+        DeadlineKind::Reminder => {
+            let plan = view.plan.as_ref().expect("reminders follow a plan");
+            let reminder = if deadline.at <= plan.valid_until {
+                Reminder::ExpiryUpcoming { app, valid_until: plan.valid_until }
+            } else {
+                Reminder::Expired { app, valid_until: plan.valid_until }
+            };
+            vec![fact(
+                StreamId::account(account_id),
+                rule::REMINDER_EXPIRY,
+                EventBody::ReminderSent {
+                    account: account_id.clone(),
+                    to: state.accounts[account_id].creator.clone(),
+                    reminder,
+                    next_at: book.next_reminder(plan.valid_until, deadline.at),
+                },
+            )]
+        }
+        DeadlineKind::Suspension => vec![hold(view, HoldKind::Expiry, deadline.at, book, rule::EXPIRY_GRACE)],
         DeadlineKind::Reclamation => vec![fact(
             stream,
             rule::APP_RECLAMATION,
-            EventBody::AppReclaimed {
-                app,
-                unusable_since: view.unusable_since.expect("a reclamation follows unusability"),
-            },
+            EventBody::AppReclaimed { app, unusable_since: view.unusable_since.expect("a reclamation follows unusability") },
         )],
+        DeadlineKind::ArrearsSuspension => unreachable!("arrears deadlines are the account's"),
+    }
+}
+
+/// At expiry: auto-renewal first, when it is on (rules.md §9: decided before the expiry
+/// takes effect; a suspended app never auto-renews); else the plan expires.
+fn decide_expiry(view: &AppView, at: Instant, state: &LedgerView, book: &Rulebook) -> Vec<Fact> {
+    let plan = view.plan.as_ref().expect("an expiry follows a plan");
+    let app = view.app;
+    let expired = fact(
+        StreamId::app(app),
+        rule::PLAN_EXPIRY,
+        EventBody::PlanExpired { app, valid_until: at, grace_ends_at: book.grace_end(at) },
+    );
+    if !view.auto_renew || !view.is_usable() {
+        return vec![expired];
+    }
+    let account = &state.accounts[&view.account];
+    let price = plan.monthly_price;
+    let attempt = |outcome| {
+        fact(
+            StreamId::app(app),
+            rule::AUTO_RENEWAL,
+            EventBody::AutoRenewAttempted { app, outcome, price, available: account.available() },
+        )
+    };
+    if book.newcomer.as_ref().is_some_and(|o| o.edition == plan.edition) {
+        return vec![attempt(RenewalOutcome::NotRenewable), expired];
+    }
+    let order = format!("{app}-{}", view.orders + 1);
+    let Ok(charged) = charge(account, &order, price.amount(), book, "one month") else {
+        return vec![attempt(RenewalOutcome::InsufficientFunds), expired];
+    };
+    let valid_until = book.validity_end(at, 1);
+    vec![
+        attempt(RenewalOutcome::Renewed),
+        fact(
+            StreamId::app(app),
+            rule::AUTO_RENEWAL,
+            EventBody::EditionPurchased {
+                app,
+                order,
+                edition: plan.edition.clone(),
+                months: 1,
+                monthly_price: price,
+                amount: price,
+                purpose: PurchasePurpose::AutoRenewal,
+                valid_from: at,
+                valid_until,
+                first_reminder_at: book.next_reminder(valid_until, at),
+            },
+        ),
+        charged,
+    ]
+}
+
+/// Rule `arrears.grace`: still in arrears when it ends, every live app of the account is held.
+fn decide_arrears_suspension(account: &AccountView, at: Instant, state: &LedgerView, book: &Rulebook) -> Vec<Fact> {
+    let mut facts = vec![fact(
+        StreamId::account(&account.account),
+        rule::ARREARS_GRACE,
+        EventBody::AccountSuspended { account: account.account.clone() },
+    )];
+    for app in &account.apps {
+        let view = &state.apps[app];
+        if view.reclaimed_at.is_none() && !view.holds.contains_key(&HoldKind::Arrears) {
+            facts.push(hold(view, HoldKind::Arrears, at, book, rule::ARREARS_GRACE));
+        }
+    }
+    facts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(text: &str) -> Instant {
+        Instant::parse(text).unwrap()
+    }
+
+    #[test]
+    fn seed_003_worked_example_625_refunded_after_five_started_days() {
+        // 625 CNY bought 2023-03-01 08:00:00, refunded 2023-03-06 07:59:59: 4 days 23:59:59
+        // used, so 5 started days; 31 days in the order: 625 × 26 / 31 = 524.19.
+        let (refund, used, total) =
+            five_day_refund(Decimal::from(625), t("2023-03-01T08:00:00+08:00"), t("2023-04-01T08:00:00+08:00"), t("2023-03-06T07:59:59+08:00"));
+        assert_eq!((refund.to_string().as_str(), used, total), ("524.19", 5, 31));
+    }
+
+    #[test]
+    fn a_started_day_counts_whole_seconds_matter() {
+        let from = t("2025-03-01T10:00:00+08:00");
+        let until = t("2025-04-01T10:00:00+08:00");
+        let (_, used, _) = five_day_refund(Decimal::from(399), from, until, t("2025-03-03T11:00:00+08:00"));
+        assert_eq!(used, 3, "2 days and 1 hour use 3 days");
+        let (_, used, _) = five_day_refund(Decimal::from(399), from, until, t("2025-03-03T10:00:00+08:00"));
+        assert_eq!(used, 2, "exactly 2 days use 2");
+        let (_, used, _) = five_day_refund(Decimal::from(399), from, until, t("2025-03-03T10:00:01+08:00"));
+        assert_eq!(used, 3, "one second more starts day 3");
     }
 }

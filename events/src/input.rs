@@ -10,22 +10,25 @@ use crate::ids::{AccountId, Actor, AppId, Key, StreamId};
 use crate::money::Amount;
 use crate::time::Instant;
 
-/// The kinds of money an account holds (rules.md §1). Vouchers come with the money issue.
+/// The kinds of money an account holds (rules.md §1): cash, income transfer, gift credit,
+/// and vouchers (applied at purchase, never refunded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MoneyKind {
     Cash,
     IncomeTransfer,
     Gift,
+    Voucher,
 }
 
 impl MoneyKind {
-    pub const ALL: [MoneyKind; 3] = [MoneyKind::Cash, MoneyKind::IncomeTransfer, MoneyKind::Gift];
+    pub const ALL: [MoneyKind; 4] = [MoneyKind::Cash, MoneyKind::IncomeTransfer, MoneyKind::Gift, MoneyKind::Voucher];
     pub fn as_str(self) -> &'static str {
         match self {
             MoneyKind::Cash => "cash",
             MoneyKind::IncomeTransfer => "income_transfer",
             MoneyKind::Gift => "gift",
+            MoneyKind::Voucher => "voucher",
         }
     }
 }
@@ -40,6 +43,14 @@ impl std::fmt::Display for EditionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A support adjustment's direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Credit,
+    Debit,
 }
 
 /// Where reminders for an account go: the account creator's email and phone.
@@ -79,6 +90,42 @@ pub enum Command {
         app: AppId,
         on: bool,
     },
+    /// One SDK login of a user. `at` is when the ledger receives it; `logged_in_at` when
+    /// the user logged in (default: `at`), which may fall in a month already billed.
+    /// The user id is replaced by its per-app keyed digest before the input is recorded.
+    Login {
+        app: AppId,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logged_in_at: Option<Instant>,
+    },
+    /// A chunk of a bulk login file (CSV or JSON Lines), recorded without its rows: they
+    /// are identified by the file's name, the chunk's line range and the SHA-256 of its
+    /// bytes, so an auditor can re-run the decisions from the same file.
+    LoginBatch {
+        source: String,
+        first_line: u64,
+        last_line: u64,
+        rows: u64,
+        sha256: String,
+    },
+    /// Refund the app's current plan (intl-2025: the five-day rule).
+    RefundEdition {
+        app: AppId,
+    },
+    /// A support credit or debit, with its reason. Never an edit: an event.
+    AdjustBalance {
+        account: AccountId,
+        kind: MoneyKind,
+        direction: Direction,
+        amount: Amount,
+        reason: String,
+    },
+    /// Support suspends an app for content violation: no refund, no reactivation.
+    FlagViolation {
+        app: AppId,
+        reason: String,
+    },
     /// Let business time pass to `at`: every deadline up to it fires.
     AdvanceClock {},
 }
@@ -91,6 +138,11 @@ impl Command {
             Command::CreateApp { .. } => "create_app",
             Command::BuyEdition { .. } => "buy_edition",
             Command::SetAutoRenew { .. } => "set_auto_renew",
+            Command::Login { .. } => "login",
+            Command::LoginBatch { .. } => "login_batch",
+            Command::RefundEdition { .. } => "refund_edition",
+            Command::AdjustBalance { .. } => "adjust_balance",
+            Command::FlagViolation { .. } => "flag_violation",
             Command::AdvanceClock {} => "advance_clock",
         }
     }
@@ -100,8 +152,14 @@ impl Command {
         match self {
             Command::OpenAccount { account, .. }
             | Command::AddFunds { account, .. }
-            | Command::CreateApp { account, .. } => StreamId::account(account),
-            Command::BuyEdition { app, .. } | Command::SetAutoRenew { app, .. } => StreamId::app(*app),
+            | Command::CreateApp { account, .. }
+            | Command::AdjustBalance { account, .. } => StreamId::account(account),
+            Command::BuyEdition { app, .. }
+            | Command::SetAutoRenew { app, .. }
+            | Command::Login { app, .. }
+            | Command::RefundEdition { app }
+            | Command::FlagViolation { app, .. } => StreamId::app(*app),
+            Command::LoginBatch { .. } => StreamId::named(StreamId::INPUTS),
             Command::AdvanceClock {} => StreamId::named(StreamId::CLOCK),
         }
     }

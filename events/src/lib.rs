@@ -11,8 +11,8 @@ pub mod time;
 pub use envelope::{
     decode, event_id, seal, Decision, DecodeError, Envelope, Hash, NewEvent, SealedEvent, SCHEMA_VERSION,
 };
-pub use event::{EventBody, HoldKind, PaymentSplit, PurchasePurpose};
+pub use event::{BillLine, CountedUser, EventBody, HoldKind, PurchasePurpose, Reminder, RenewalOutcome};
 pub use ids::{AccountId, Actor, AppId, Key, StreamId};
-pub use input::{Command, Contact, EditionId, Input, MoneyKind};
-pub use money::{round_cents, Amount, Currency, Money};
+pub use input::{Command, Contact, Direction, EditionId, Input, MoneyKind};
+pub use money::{round_cents, Amount, Currency, KindAmounts, Money, Price};
 pub use time::Instant;

@@ -224,3 +224,97 @@ mod tests {
         assert!(serde_json::from_str::<Amount>("500.0").is_err());
     }
 }
+
+/// A unit price: like [`Money`] but at any scale (0.015 USD per MAU), because it is
+/// multiplied before it is rounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Price {
+    pub amount: Decimal,
+    pub currency: Currency,
+}
+
+impl fmt::Display for Price {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount.normalize(), self.currency.as_str())
+    }
+}
+
+impl Serialize for Price {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Price, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let (amount, currency) = text
+            .split_once(' ')
+            .ok_or_else(|| serde::de::Error::custom(format!("price {text:?} must be \"<amount> <currency>\"")))?;
+        Ok(Price {
+            amount: Decimal::from_str(amount).map_err(serde::de::Error::custom)?,
+            currency: currency.parse().map_err(serde::de::Error::custom)?,
+        })
+    }
+}
+
+/// Amounts by money kind: an account's balances, how a charge was taken, how a refund
+/// was returned. One shape for all three, so they can be added and compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KindAmounts {
+    pub cash: Money,
+    pub income_transfer: Money,
+    pub gift: Money,
+    pub voucher: Money,
+}
+
+impl KindAmounts {
+    pub fn zero(currency: Currency) -> KindAmounts {
+        let zero = Money::zero(currency);
+        KindAmounts { cash: zero, income_transfer: zero, gift: zero, voucher: zero }
+    }
+
+    pub fn get(&self, kind: crate::MoneyKind) -> Money {
+        use crate::MoneyKind::*;
+        match kind {
+            Cash => self.cash,
+            IncomeTransfer => self.income_transfer,
+            Gift => self.gift,
+            Voucher => self.voucher,
+        }
+    }
+
+    pub fn get_mut(&mut self, kind: crate::MoneyKind) -> &mut Money {
+        use crate::MoneyKind::*;
+        match kind {
+            Cash => &mut self.cash,
+            IncomeTransfer => &mut self.income_transfer,
+            Gift => &mut self.gift,
+            Voucher => &mut self.voucher,
+        }
+    }
+
+    /// The sum over every kind.
+    pub fn total(&self) -> Money {
+        crate::MoneyKind::ALL
+            .iter()
+            .fold(Money::zero(self.cash.currency()), |sum, &k| sum.checked_add(self.get(k)).expect("one currency"))
+    }
+
+    /// Adds `other` kind by kind; `None` on a currency mismatch.
+    pub fn checked_add(&self, other: &KindAmounts) -> Option<KindAmounts> {
+        let mut out = *self;
+        for kind in crate::MoneyKind::ALL {
+            *out.get_mut(kind) = self.get(kind).checked_add(other.get(kind))?;
+        }
+        Some(out)
+    }
+
+    pub fn checked_sub(&self, other: &KindAmounts) -> Option<KindAmounts> {
+        let mut out = *self;
+        for kind in crate::MoneyKind::ALL {
+            *out.get_mut(kind) = self.get(kind).checked_sub(other.get(kind))?;
+        }
+        Some(out)
+    }
+}

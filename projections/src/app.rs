@@ -1,13 +1,13 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use chat_ledger_events::{AccountId, AppId, EditionId, HoldKind, Instant, Money, StreamId};
 
-use crate::deadline::{Deadline, DeadlineKind};
+use crate::deadline::{Deadline, DeadlineKind, Subject};
 
-/// What an app's holds, plan and history add up to. Derived, never stored.
+/// What an app's holds, plan and history add up to. Derived, never stored in events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AppStatus {
@@ -25,12 +25,16 @@ pub enum AppStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanView {
-    pub order: String,
+    /// The order that opened this validity window, then any upgrade orders.
+    pub orders: Vec<String>,
     pub edition: EditionId,
     pub monthly_price: Money,
+    pub months: u32,
+    /// When the first order of the window was bought (the five-day refund counts from here).
+    pub purchased_at: Instant,
     pub valid_from: Instant,
     pub valid_until: Instant,
-    /// The `edition.purchased` event that set the validity.
+    /// The `edition.purchased` (or `edition.upgraded`) event that set the window.
     pub cause: Uuid,
 }
 
@@ -43,16 +47,33 @@ pub struct HoldView {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpiredView {
+    pub valid_until: Instant,
     pub grace_ends_at: Instant,
     /// The `plan.expired` event.
     pub cause: Uuid,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReclamationView {
+pub struct Pending {
     pub at: Instant,
-    /// The `hold.placed` event that made the app unusable.
+    /// The event that set it.
     pub cause: Uuid,
+}
+
+/// A natural month of an app's usage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MonthUsage {
+    /// Digests (128 bits) of the users counted this month: each once, exactly.
+    pub users: BTreeSet<u128>,
+    /// Logins refused over the free edition's limit.
+    pub refused: u64,
+    /// Logins of users already counted.
+    pub repeats: u64,
+    /// When this month's bill is pushed, set by its first count.
+    pub bill_push: Option<Pending>,
+    /// MAU and edition the month was last billed with (adjustments bill the difference).
+    pub billed_mau: Option<u64>,
+    pub billed_edition: Option<EditionId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,17 +85,25 @@ pub struct AppView {
     pub edition: EditionId,
     pub status: AppStatus,
     pub auto_renew: bool,
-    /// The current (or last) paid plan; stays after expiry so support can see what lapsed.
+    /// The current (or last expired) validity window; `None` on Trial or after a refund.
     pub plan: Option<PlanView>,
     /// Set while the plan is expired and not renewed.
     pub expired: Option<ExpiredView>,
     pub holds: BTreeMap<HoldKind, HoldView>,
     /// When the app last became unusable; cleared when it is usable again.
     pub unusable_since: Option<Instant>,
-    pub reclamation: Option<ReclamationView>,
+    /// Every period the app was unusable, for proration (`bill.proration`).
+    pub unusable_periods: Vec<(Instant, Option<Instant>)>,
+    pub reclamation: Option<Pending>,
     pub reclaimed_at: Option<Instant>,
+    pub next_reminder: Option<Pending>,
     /// Orders bought for this app so far (order ids are `<SDKAppID>-<n>`).
     pub orders: u32,
+    /// The latest login time of a user counted in the MAU (refunds need an unused plan).
+    pub last_counted_login: Option<Instant>,
+    pub usage: BTreeMap<String, MonthUsage>,
+    /// Set when late logins wait for an adjustment on the next bill.
+    pub adjustment_push_at: Option<Pending>,
 }
 
 impl AppView {
@@ -91,9 +120,14 @@ impl AppView {
             expired: None,
             holds: BTreeMap::new(),
             unusable_since: None,
+            unusable_periods: Vec::new(),
             reclamation: None,
             reclaimed_at: None,
+            next_reminder: None,
             orders: 0,
+            last_counted_login: None,
+            usage: BTreeMap::new(),
+            adjustment_push_at: None,
         }
     }
 
@@ -115,39 +149,42 @@ impl AppView {
         }
     }
 
+    /// The earliest pending bill push: an unbilled month's, or a pending adjustment's.
+    pub fn next_bill_push(&self) -> Option<&Pending> {
+        self.usage
+            .values()
+            .filter(|m| m.billed_mau.is_none())
+            .filter_map(|m| m.bill_push.as_ref())
+            .chain(self.adjustment_push_at.as_ref())
+            .min_by_key(|p| p.at)
+    }
+
     /// The deadlines this app's state implies. Recomputed after each of its events, so
     /// the deadline index can never disagree with the app.
     pub(crate) fn deadlines(&self) -> Vec<Deadline> {
         let mut out = Vec::new();
+        let stream = StreamId::app(self.app);
+        let mut push = |at: Instant, kind: DeadlineKind, cause: Uuid| {
+            out.push(Deadline { at, kind, stream: stream.clone(), subject: Subject::App(self.app), cause })
+        };
+        if let Some(bill) = self.next_bill_push() {
+            push(bill.at, DeadlineKind::BillPush, bill.cause);
+        }
         if self.reclaimed_at.is_some() {
             return out;
         }
-        let stream = StreamId::app(self.app);
         match (&self.plan, &self.expired) {
-            (Some(plan), None) => out.push(Deadline {
-                at: plan.valid_until,
-                kind: DeadlineKind::Expiry,
-                stream: stream.clone(),
-                app: self.app,
-                cause: plan.cause,
-            }),
-            (Some(_), Some(expired)) if !self.holds.contains_key(&HoldKind::Expiry) => out.push(Deadline {
-                at: expired.grace_ends_at,
-                kind: DeadlineKind::Suspension,
-                stream: stream.clone(),
-                app: self.app,
-                cause: expired.cause,
-            }),
+            (Some(plan), None) => push(plan.valid_until, DeadlineKind::Expiry, plan.cause),
+            (Some(_), Some(expired)) if !self.holds.contains_key(&HoldKind::Expiry) => {
+                push(expired.grace_ends_at, DeadlineKind::Suspension, expired.cause)
+            }
             _ => {}
         }
+        if let Some(reminder) = &self.next_reminder {
+            push(reminder.at, DeadlineKind::Reminder, reminder.cause);
+        }
         if let Some(reclamation) = &self.reclamation {
-            out.push(Deadline {
-                at: reclamation.at,
-                kind: DeadlineKind::Reclamation,
-                stream,
-                app: self.app,
-                cause: reclamation.cause,
-            });
+            push(reclamation.at, DeadlineKind::Reclamation, reclamation.cause);
         }
         out
     }

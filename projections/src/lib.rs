@@ -7,6 +7,9 @@ mod app;
 mod deadline;
 mod ledger;
 
-pub use app::{AppStatus, AppView, HoldView, PlanView};
-pub use deadline::{Deadline, DeadlineKind};
-pub use ledger::{AccountView, Balances, LedgerView, ProjectionError, RulebookView, PROJECTION_VERSION};
+pub use app::{AppStatus, AppView, ExpiredView, HoldView, MonthUsage, Pending, PlanView};
+pub use deadline::{Deadline, DeadlineKind, Subject};
+pub use ledger::{
+    user_digest, AccountView, ArrearsView, BillStatus, BillView, LedgerView, OrderView, ProjectionError, RulebookView,
+    PROJECTION_VERSION,
+};

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use chat_ledger_events::{Key, StreamId};
+use chat_ledger_events::{AppId, Key, StreamId};
 
 use super::validate::{key_record, validate};
 use super::{AppendBatch, EventStore, Head, KeyRecord, StoreError, StoredEvent};
@@ -19,6 +19,7 @@ struct Inner {
     streams: HashMap<StreamId, Vec<u64>>,
     keys: HashMap<Key, KeyRecord>,
     snapshots: HashMap<String, Vec<u8>>,
+    vault: HashMap<AppId, [u8; 32]>,
 }
 
 #[derive(Debug, Default)]
@@ -120,5 +121,18 @@ impl EventStore for MemoryStore {
 
     fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.lock().snapshots.get(name).cloned())
+    }
+
+    fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self.lock().vault.get(&app).copied())
+    }
+
+    fn put_app_key(&self, app: AppId, key: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        Ok(*self.lock().vault.entry(app).or_insert(key))
+    }
+
+    fn destroy_app_key(&self, app: AppId) -> Result<(), StoreError> {
+        self.lock().vault.remove(&app);
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ mod validate;
 pub use memory::MemoryStore;
 pub use sled_store::{open_raw as open_raw_sled, SledStore};
 
-use chat_ledger_events::{Hash, Key, SealedEvent, StreamId};
+use chat_ledger_events::{AppId, Hash, Key, SealedEvent, StreamId};
 
 /// Position and hash of the last event in the log (`seq` 0 and [`Hash::GENESIS`] when empty).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,4 +125,14 @@ pub trait EventStore: Send + Sync {
     fn put_snapshot(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
 
     fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The vault: each app's key for user-id digests, kept apart from the append-only log
+    /// so that reclamation can destroy it (crypto-shredding: the digests in the log can no
+    /// longer be tied to user ids, and the chain still verifies). Writes are durable on return.
+    fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError>;
+
+    /// Stores `key` unless the app already has one; returns the app's key either way.
+    fn put_app_key(&self, app: AppId, key: [u8; 32]) -> Result<[u8; 32], StoreError>;
+
+    fn destroy_app_key(&self, app: AppId) -> Result<(), StoreError>;
 }

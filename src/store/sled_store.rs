@@ -23,20 +23,24 @@
 //! apart for `verify`.
 //!
 //! Projection snapshots live in the tree `snapshots` (name → bytes), flushed on each put.
-//! Nothing else is stored. sled's own file format may change between its versions: the
+//! Apps' user-digest keys live in the tree `vault` (SDKAppID as u64 big-endian → 32 bytes),
+//! removed at reclamation. sled keeps removed values in its files until it reclaims their
+//! segments, so the removal makes a key unreadable through the store, not wiped from the
+//! disk at once. Nothing else is stored. sled's own file format may change between its versions: the
 //! ledger's portable form is its export, not this directory.
 
 use std::fmt::Display;
 use std::path::Path;
 use std::sync::Mutex;
 
-use chat_ledger_events::{Hash, Key, StreamId};
+use chat_ledger_events::{AppId, Hash, Key, StreamId};
 
 use super::validate::{key_record, validate};
 use super::{AppendBatch, EventStore, Head, KeyRecord, StoreError, StoredEvent};
 
 const LOG_TREE: &str = "log";
 const SNAPSHOT_TREE: &str = "snapshots";
+const VAULT_TREE: &str = "vault";
 
 const EVENT: u8 = b'e';
 const STREAM_INDEX: u8 = b's';
@@ -51,6 +55,7 @@ pub struct SledStore {
     db: sled::Db,
     log: sled::Tree,
     snapshots: sled::Tree,
+    vault: sled::Tree,
     /// Serializes appends: the checks read the tree, so two appends validated against the
     /// same head must not both write.
     append_lock: Mutex<()>,
@@ -67,10 +72,12 @@ impl SledStore {
         let db = open_waiting_for_lock(&config).map_err(sled_error(context()))?;
         let log = db.open_tree(LOG_TREE).map_err(sled_error(context()))?;
         let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(sled_error(context()))?;
+        let vault = db.open_tree(VAULT_TREE).map_err(sled_error(context()))?;
         Ok(SledStore {
             db,
             log,
             snapshots,
+            vault,
             append_lock: Mutex::new(()),
         })
     }
@@ -289,6 +296,27 @@ impl EventStore for SledStore {
             .get(name)
             .map_err(sled_error(format_args!("reading snapshot {name:?}")))?;
         Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
+        let value = self.vault.get(app.0.to_be_bytes()).map_err(sled_error(format_args!("reading the key of app {app}")))?;
+        value
+            .map(|v| v.as_ref().try_into().map_err(|_| StoreError::Corrupt(format!("the key of app {app} is not 32 bytes"))))
+            .transpose()
+    }
+
+    fn put_app_key(&self, app: AppId, key: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let context = || format!("storing the key of app {app}");
+        let _ = self.vault.compare_and_swap(app.0.to_be_bytes(), None as Option<&[u8]>, Some(&key[..])).map_err(sled_error(context()))?;
+        self.db.flush().map_err(sled_error(context()))?;
+        Ok(self.app_key(app)?.expect("just stored"))
+    }
+
+    fn destroy_app_key(&self, app: AppId) -> Result<(), StoreError> {
+        let context = || format!("destroying the key of app {app}");
+        self.vault.remove(app.0.to_be_bytes()).map_err(sled_error(context()))?;
+        self.db.flush().map_err(sled_error(context()))?;
+        Ok(())
     }
 }
 
