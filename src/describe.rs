@@ -93,8 +93,16 @@ pub fn describe(body: &EventBody, zone: FixedOffset) -> String {
             text
         }
         EventBody::BillIssued { app, bill, month, lines, total, .. } => {
-            let lines: Vec<String> =
-                lines.iter().map(|l| format!("{} × {} = {} [{}]", l.quantity, l.unit_price, l.amount, l.rule)).collect();
+            let lines: Vec<String> = lines
+                .iter()
+                .map(|l| match (l.usable_seconds, l.month_seconds) {
+                    (Some(usable), Some(month)) => format!(
+                        "{} × {} × {usable}/{month} s usable = {} [{}]",
+                        l.quantity, l.unit_price, l.amount, l.rule
+                    ),
+                    _ => format!("{} × {} = {} [{}]", l.quantity, l.unit_price, l.amount, l.rule),
+                })
+                .collect();
             format!("bill {bill} for app {app}, {month}: {total} ({})", lines.join("; "))
         }
         EventBody::BillCharged { account, bill, amount, balance_after, .. } => {
@@ -215,7 +223,10 @@ pub fn app_block(app: &AppView, zone: FixedOffset) -> String {
     row("status", status_word(app.status).to_owned());
     row("edition", app.edition.to_string());
     if let Some(plan) = &app.plan {
-        row("plan", format!("order(s) {} at {}/month", plan.orders.join(", "), plan.monthly_price));
+        row(
+            "plan",
+            format!("order(s) {} at {}/month", plan.orders.join(", "), plan.monthly_price),
+        );
         row(
             "valid",
             format!("{} → {}", when(plan.valid_from, zone), when(plan.valid_until, zone)),

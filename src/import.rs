@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::Path;
 
 use chat_ledger_events::{AccountId, AppId, Command, Input, Instant, Key};
 
-use crate::ledger::{Ledger, LedgerError, Outcome};
+use crate::ledger::{Ledger, LedgerError, LoginSummary, Outcome};
+use crate::logins::{self, LoginFile};
 
 /// Inputs appended per acknowledged batch (one durable flush each) by default.
 pub const CHUNK_INPUTS_DEFAULT: usize = 1000;
@@ -29,11 +31,28 @@ impl fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
-/// One input and the line it came from.
+/// What one line of an input file holds.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Input(Input),
+    /// `{"type":"ingest_logins","file":"<path relative to the input file>"}`: a bulk
+    /// login file, ingested at this point of the timeline (`Ledger::ingest_logins`).
+    Logins(LoginFile),
+}
+
+/// One entry and the line it came from.
 #[derive(Debug, Clone)]
 pub struct Line {
     pub number: usize,
-    pub input: Input,
+    pub entry: Entry,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginsDirective {
+    #[serde(rename = "type")]
+    _type: String,
+    file: String,
 }
 
 /// Parses every line of `text` (syntax and schema). Blank lines are skipped.
@@ -51,8 +70,24 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Line>, BadInput> {
             line: number,
             reason,
         };
+        if raw.contains("\"ingest_logins\"") {
+            if let Ok(directive) = serde_json::from_str::<LoginsDirective>(raw) {
+                if directive._type == "ingest_logins" {
+                    let base = Path::new(file).parent().unwrap_or(Path::new("."));
+                    let logins = logins::read(&base.join(&directive.file))?;
+                    lines.push(Line {
+                        number,
+                        entry: Entry::Logins(logins),
+                    });
+                    continue;
+                }
+            }
+        }
         match serde_json::from_str::<Input>(raw) {
-            Ok(input) => lines.push(Line { number, input }),
+            Ok(input) => lines.push(Line {
+                number,
+                entry: Entry::Input(input),
+            }),
             Err(e) if e.is_eof() && !complete && number == count => {
                 return Err(bad(format!(
                     "the last line is truncated: it ends mid-record without a newline ({e}); was the file cut short?"
@@ -99,6 +134,30 @@ pub fn check(file: &str, lines: Vec<Line>, ledger: &Ledger) -> Result<Plan, Ledg
         already_recorded: 0,
     };
     for line in lines {
+        let input = match &line.entry {
+            Entry::Input(input) => input,
+            Entry::Logins(file) => {
+                for row in &file.rows {
+                    if !apps.contains_key(&row.app) {
+                        return Err(LedgerCheckError::Bad(BadInput {
+                            file: file.source.clone(),
+                            line: row.line as usize,
+                            reason: format!(
+                                "unknown app {}: no create_app for this SDKAppID precedes line {}",
+                                row.app, line.number
+                            ),
+                        }));
+                    }
+                }
+                if let Some(latest) = file.rows.iter().map(|r| r.logged_in_at).max() {
+                    if clock.as_ref().is_none_or(|(c, _)| latest > *c) {
+                        clock = Some((latest, format!("the last login of line {}", line.number)));
+                    }
+                }
+                plan.pending.push(line);
+                continue;
+            }
+        };
         let bad = |reason: String| {
             LedgerCheckError::Bad(BadInput {
                 file: file.to_owned(),
@@ -106,7 +165,6 @@ pub fn check(file: &str, lines: Vec<Line>, ledger: &Ledger) -> Result<Plan, Ledg
                 reason,
             })
         };
-        let input = &line.input;
         let digest = input.digest();
         if let Some(record) = store.key_record(&input.key).map_err(LedgerError::from)? {
             // A login is recorded with its user digest; when the app's key is gone
@@ -216,13 +274,26 @@ pub fn check(file: &str, lines: Vec<Line>, ledger: &Ledger) -> Result<Plan, Ledg
                     _ => {}
                 }
             }
+            Command::Login {
+                app,
+                logged_in_at: Some(logged_in_at),
+                ..
+            } if *logged_in_at > input.at => {
+                need_app(app)?;
+                return Err(bad(format!(
+                    "logged_in_at {logged_in_at} is after the input's at {}: a login is received after it happens",
+                    input.at
+                )));
+            }
             Command::SetAutoRenew { app, .. }
             | Command::Login { app, .. }
             | Command::RefundEdition { app }
             | Command::FlagViolation { app, .. } => need_app(app)?,
             Command::AdjustBalance { account, .. } => need_account(account)?,
             Command::LoginBatch { .. } => {
-                return Err(bad("login_batch is written by `chat-ledger logins`, not by hand".to_owned()))
+                return Err(bad(
+                    "login_batch is written by `chat-ledger logins`, not by hand".to_owned()
+                ))
             }
             Command::AdvanceClock {} => {}
         }
@@ -246,6 +317,7 @@ pub struct ImportSummary {
     pub lines_already_recorded: usize,
     pub rejected: Vec<(usize, Key, String, String)>,
     pub events_appended: u64,
+    pub logins: LoginSummary,
 }
 
 /// An acknowledgement: everything through `seq` is durable, through `line` of the file.
@@ -271,19 +343,48 @@ pub fn import(
         ..ImportSummary::default()
     };
     let start_seq = ledger.head().seq;
-    for chunk in plan.pending.chunks(chunk_inputs) {
-        let inputs: Vec<Input> = chunk.iter().map(|l| l.input.clone()).collect();
+    let mut pending = plan.pending.as_slice();
+    while !pending.is_empty() {
+        if let Entry::Logins(file) = &pending[0].entry {
+            let number = pending[0].number;
+            let done = ledger.ingest_logins(
+                &file.source,
+                &file.digest,
+                &file.rows,
+                logins::CHUNK_ROWS_DEFAULT,
+                |seq, _| on_ack(Ack { seq, line: number }),
+            )?;
+            summary.logins.rows += done.rows;
+            summary.logins.rows_already_recorded += done.rows_already_recorded;
+            summary.logins.users_counted += done.users_counted;
+            summary.logins.refused_over_limit += done.refused_over_limit;
+            summary.logins.refused_suspended += done.refused_suspended;
+            summary.lines_recorded += 1;
+            pending = &pending[1..];
+            continue;
+        }
+        let run = pending
+            .iter()
+            .take(chunk_inputs)
+            .take_while(|l| matches!(l.entry, Entry::Input(_)))
+            .count();
+        let (chunk, rest) = pending.split_at(run);
+        pending = rest;
+        let inputs: Vec<Input> = chunk
+            .iter()
+            .map(|l| match &l.entry {
+                Entry::Input(input) => input.clone(),
+                Entry::Logins(_) => unreachable!("taken only while inputs"),
+            })
+            .collect();
         let outcomes = ledger.submit(&inputs)?;
-        for (line, outcome) in chunk.iter().zip(outcomes) {
+        for ((line, input), outcome) in chunk.iter().zip(&inputs).zip(outcomes) {
             match outcome {
                 Outcome::Recorded {
                     refusal: Some(refusal), ..
-                } => summary.rejected.push((
-                    line.number,
-                    line.input.key.clone(),
-                    refusal.rule.to_owned(),
-                    refusal.reason,
-                )),
+                } => summary
+                    .rejected
+                    .push((line.number, input.key.clone(), refusal.rule.to_owned(), refusal.reason)),
                 Outcome::Recorded { refusal: None, .. } => {}
                 Outcome::Repeated(_) => {
                     summary.lines_already_recorded += 1;

@@ -5,12 +5,11 @@
 use std::collections::HashSet;
 
 use chat_ledger_events::{
-    event_id, seal, Actor, AppId, Command, Decision, EventBody, Input, Instant, Key, NewEvent, SealedEvent,
-    StreamId,
+    event_id, seal, Actor, AppId, Command, Decision, EventBody, Input, Instant, Key, NewEvent, SealedEvent, StreamId,
 };
+use chat_ledger_projections::LedgerView;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use chat_ledger_projections::LedgerView;
 use uuid::Uuid;
 
 use crate::replay::{self, ReplayError};
@@ -95,7 +94,10 @@ pub struct LoginSummary {
     pub rows: u64,
     pub rows_already_recorded: u64,
     pub users_counted: u64,
-    pub logins_refused: u64,
+    /// Users refused over the edition's MAU limit (Trial).
+    pub refused_over_limit: u64,
+    /// Logins to an app that was suspended when the user logged in.
+    pub refused_suspended: u64,
     pub events_appended: u64,
 }
 
@@ -212,7 +214,8 @@ impl BatchBuilder<'_> {
     }
 
     /// A login batch: its record, then the counts decided from its rows.
-    fn commit_login_batch(&mut self, input: &Input, rows: &[LoginRow]) -> (u64, u64) {
+    /// Returns (users counted, refused over the limit, refused as suspended).
+    fn commit_login_batch(&mut self, input: &Input, rows: &[LoginRow]) -> (u64, u64, u64) {
         let mut events = Vec::new();
         let cause = self.record_input(&mut events, input);
         let (mut facts, suspended) = decide_logins(rows, input.at, self.state, self.book);
@@ -226,19 +229,23 @@ impl BatchBuilder<'_> {
                 },
             });
         }
-        let counted = facts
+        let (counted, over_limit) = facts
             .iter()
             .map(|f| match &f.body {
-                EventBody::MauCounted { users, .. } => users.len() as u64,
-                _ => 0,
+                EventBody::MauCounted { users, refused, .. } => (users.len() as u64, refused.len() as u64),
+                _ => (0, 0),
             })
-            .sum();
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
         for (index, fact) in facts.into_iter().enumerate() {
             let new = self.new_event(&input.key, index + 1, input.at, &input.actor, cause, fact);
             self.seal_into(&mut events, new);
         }
-        self.commits.push(Commit { key: input.key.clone(), digest: input.digest(), events });
-        (counted, suspended.values().sum())
+        self.commits.push(Commit {
+            key: input.key.clone(),
+            digest: input.digest(),
+            events,
+        });
+        (counted, over_limit, suspended.values().sum())
     }
 
     fn commit_input(&mut self, input: &Input) -> Option<Refusal> {
@@ -279,14 +286,26 @@ impl Ledger {
         Ledger::open_with_keys(store, book, Box::new(OsKeys))
     }
 
-    pub fn open_with_keys(store: Box<dyn EventStore>, book: Rulebook, keys: Box<dyn KeySource>) -> Result<Ledger, LedgerError> {
+    pub fn open_with_keys(
+        store: Box<dyn EventStore>,
+        book: Rulebook,
+        keys: Box<dyn KeySource>,
+    ) -> Result<Ledger, LedgerError> {
         let state = replay::load(store.as_ref(), None)?;
         if let Some(adopted) = &state.rulebook {
             if adopted.rulebook != book.label() {
-                return Err(LedgerError::RulebookMismatch { ledger: adopted.rulebook.clone(), given: book.label() });
+                return Err(LedgerError::RulebookMismatch {
+                    ledger: adopted.rulebook.clone(),
+                    given: book.label(),
+                });
             }
         }
-        let ledger = Ledger { store, state, book, keys };
+        let ledger = Ledger {
+            store,
+            state,
+            book,
+            keys,
+        };
         // A crash between a reclamation's append and its key's destruction leaves a key
         // behind: destroy it now.
         for app in ledger.state.apps.values().filter(|a| a.reclaimed_at.is_some()) {
@@ -308,7 +327,10 @@ impl Ledger {
     }
 
     pub fn head(&self) -> Head {
-        Head { seq: self.state.seq, hash: self.state.head_hash }
+        Head {
+            seq: self.state.seq,
+            hash: self.state.head_hash,
+        }
     }
 
     /// The app's vault key, created on first use; `None` once the app was reclaimed.
@@ -326,21 +348,54 @@ impl Ledger {
     /// The input as the log records it: a login's user id replaced by its per-app digest
     /// (a reclaimed app's logins keep no trace of the user at all).
     pub fn prepare(&mut self, input: &Input) -> Result<Input, LedgerError> {
-        let Command::Login { app, user, logged_in_at } = &input.command else { return Ok(input.clone()) };
+        let Command::Login {
+            app,
+            user,
+            logged_in_at,
+        } = &input.command
+        else {
+            return Ok(input.clone());
+        };
         let user = match self.vault_key(*app)? {
             Some(key) => digest_hex(user_digest(&key, user)),
             None => String::new(),
         };
-        Ok(Input { command: Command::Login { app: *app, user, logged_in_at: *logged_in_at }, ..input.clone() })
+        Ok(Input {
+            command: Command::Login {
+                app: *app,
+                user,
+                logged_in_at: *logged_in_at,
+            },
+            ..input.clone()
+        })
     }
 
     /// The digest of `input` as it was (or would be) recorded, without creating vault keys;
     /// `None` when it cannot be known (a login of an app with no key: never recorded, or shredded).
     pub fn recorded_digest(&self, input: &Input) -> Result<Option<[u8; 32]>, LedgerError> {
-        let Command::Login { app, user, logged_in_at } = &input.command else { return Ok(Some(input.digest())) };
-        let Some(key) = self.store.app_key(*app)? else { return Ok(None) };
+        let Command::Login {
+            app,
+            user,
+            logged_in_at,
+        } = &input.command
+        else {
+            return Ok(Some(input.digest()));
+        };
+        let Some(key) = self.store.app_key(*app)? else {
+            return Ok(None);
+        };
         let user = digest_hex(user_digest(&key, user));
-        Ok(Some(Input { command: Command::Login { app: *app, user, logged_in_at: *logged_in_at }, ..input.clone() }.digest()))
+        Ok(Some(
+            Input {
+                command: Command::Login {
+                    app: *app,
+                    user,
+                    logged_in_at: *logged_in_at,
+                },
+                ..input.clone()
+            }
+            .digest(),
+        ))
     }
 
     /// Runs `inputs` through the rules, in order, and appends everything they and the
@@ -381,21 +436,35 @@ impl Ledger {
     }
 
     fn build(&mut self, inputs: &[Input]) -> Result<(Vec<Commit>, Vec<Outcome>), LedgerError> {
-        let mut builder = BatchBuilder { state: &mut self.state, book: &self.book, commits: Vec::new() };
+        let mut builder = BatchBuilder {
+            state: &mut self.state,
+            book: &self.book,
+            commits: Vec::new(),
+        };
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut keys_in_batch: HashSet<&Key> = HashSet::new();
         for input in inputs {
             if let Some(record) = self.store.key_record(&input.key)? {
                 if record.digest != input.digest() {
-                    return Err(LedgerError::KeyConflict { key: input.key.clone(), first_seq: record.first_seq });
+                    return Err(LedgerError::KeyConflict {
+                        key: input.key.clone(),
+                        first_seq: record.first_seq,
+                    });
                 }
                 outcomes.push(Outcome::Repeated(record));
                 continue;
             }
             if !keys_in_batch.insert(&input.key) {
-                let first = builder.commits.iter().find(|c| c.key == input.key).expect("seen in this batch");
+                let first = builder
+                    .commits
+                    .iter()
+                    .find(|c| c.key == input.key)
+                    .expect("seen in this batch");
                 if first.digest != input.digest() {
-                    return Err(LedgerError::KeyConflict { key: input.key.clone(), first_seq: first.events[0].envelope.seq });
+                    return Err(LedgerError::KeyConflict {
+                        key: input.key.clone(),
+                        first_seq: first.events[0].envelope.seq,
+                    });
                 }
                 let record = KeyRecord {
                     digest: first.digest,
@@ -406,13 +475,21 @@ impl Ledger {
                 continue;
             }
             if let Some(clock) = builder.state.clock.filter(|clock| input.at < *clock) {
-                return Err(LedgerError::BeforeClock { key: input.key.clone(), at: input.at, clock });
+                return Err(LedgerError::BeforeClock {
+                    key: input.key.clone(),
+                    at: input.at,
+                    clock,
+                });
             }
             builder.adopt_rulebook(input.at);
             builder.fire_due(input.at);
             let first_seq = builder.state.seq + 1;
             let refusal = builder.commit_input(input);
-            outcomes.push(Outcome::Recorded { first_seq, last_seq: builder.state.seq, refusal });
+            outcomes.push(Outcome::Recorded {
+                first_seq,
+                last_seq: builder.state.seq,
+                refusal,
+            });
         }
         Ok((builder.commits, outcomes))
     }
@@ -431,9 +508,13 @@ impl Ledger {
         mut on_ack: impl FnMut(u64, u64),
     ) -> Result<LoginSummary, LedgerError> {
         assert!(chunk_rows > 0, "a chunk holds at least one row");
-        let mut summary = LoginSummary { rows: rows.len() as u64, ..LoginSummary::default() };
+        let mut summary = LoginSummary {
+            rows: rows.len() as u64,
+            ..LoginSummary::default()
+        };
         let start_seq = self.head().seq;
-        let key_of = |line: u64| Key::new(format!("logins/{file_digest}/{line}")).expect("derived keys are well-formed");
+        let key_of =
+            |line: u64| Key::new(format!("logins/{file_digest}/{line}")).expect("derived keys are well-formed");
         for chunk in rows.chunks(chunk_rows) {
             if self.store.key_record(&key_of(chunk[0].line))?.is_some() {
                 summary.rows_already_recorded += chunk.len() as u64;
@@ -442,10 +523,19 @@ impl Ledger {
             let mut digested = Vec::with_capacity(chunk.len());
             for row in chunk {
                 let user = self.vault_key(row.app)?.map_or(0, |key| user_digest(&key, &row.user));
-                digested.push(LoginRow { app: row.app, user, logged_in_at: row.logged_in_at, login: format!("{source}:{}", row.line) });
+                digested.push(LoginRow {
+                    app: row.app,
+                    user,
+                    logged_in_at: row.logged_in_at,
+                    login: format!("{source}:{}", row.line),
+                });
             }
             let expected_head = self.head();
-            let mut builder = BatchBuilder { state: &mut self.state, book: &self.book, commits: Vec::new() };
+            let mut builder = BatchBuilder {
+                state: &mut self.state,
+                book: &self.book,
+                commits: Vec::new(),
+            };
             let mut piece_start = 0;
             let commit_piece = |builder: &mut BatchBuilder, from: usize, to: usize| {
                 let piece = &chunk[from..to];
@@ -474,17 +564,19 @@ impl Ledger {
                 let due = builder.state.next_deadline().is_some_and(|d| d.at <= row.logged_in_at);
                 if due {
                     if index > piece_start {
-                        let (counted, refused) = commit_piece(&mut builder, piece_start, index);
+                        let (counted, over_limit, suspended) = commit_piece(&mut builder, piece_start, index);
                         summary.users_counted += counted;
-                        summary.logins_refused += refused;
+                        summary.refused_over_limit += over_limit;
+                        summary.refused_suspended += suspended;
                         piece_start = index;
                     }
                     builder.fire_due(row.logged_in_at);
                 }
             }
-            let (counted, refused) = commit_piece(&mut builder, piece_start, chunk.len());
+            let (counted, over_limit, suspended) = commit_piece(&mut builder, piece_start, chunk.len());
             summary.users_counted += counted;
-            summary.logins_refused += refused;
+            summary.refused_over_limit += over_limit;
+            summary.refused_suspended += suspended;
             let commits = builder.commits;
             if let Err(e) = self.append(expected_head, commits) {
                 self.state = replay::load(self.store.as_ref(), None)?;

@@ -2,8 +2,10 @@
 //! service. See docs/ARCHITECTURE.md for the map.
 
 pub mod describe;
+pub mod explain;
 pub mod import;
 pub mod ledger;
+pub mod logins;
 pub mod replay;
 pub mod rulebook;
 pub mod rules;

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chat_ledger::describe::{app_block, log_line, status_word, zone_of};
+use chat_ledger::explain;
 use chat_ledger::import::{self, LedgerCheckError, CHUNK_INPUTS_DEFAULT};
-use chat_ledger::ledger::{Ledger, LedgerError, Outcome};
+use chat_ledger::ledger::{KeySource, Ledger, LedgerError, OsKeys, Outcome, SeededKeys};
 use chat_ledger::replay;
 use chat_ledger::rulebook::Rulebook;
 use chat_ledger::store::{EventStore, SledStore};
@@ -40,6 +41,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Ingest a bulk login file (CSV `sdkappid,user,logged_in_at`, or JSON Lines) into the MAU.
+    Logins {
+        file: PathBuf,
+        /// Rows per acknowledged (flushed) batch.
+        #[arg(long, default_value_t = chat_ledger::logins::CHUNK_ROWS_DEFAULT)]
+        chunk: usize,
+    },
+    /// An app's MAU for a month; with --user, whether and by which login that user was counted.
+    Mau {
+        sdk_app_id: u64,
+        /// The local natural month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Append a timeline of inputs (JSON Lines), or with --events an exported log.
     Import {
         file: PathBuf,
@@ -66,6 +85,12 @@ enum Cmd {
     State {
         #[command(subcommand)]
         what: StateCmd,
+    },
+    /// Why an app or an account is in its state: the causation chain behind each hold,
+    /// with dates, rules and amounts, and what the customer can do now.
+    Explain {
+        #[command(subcommand)]
+        what: ExplainCmd,
     },
     /// The events, in order.
     Log {
@@ -107,6 +132,16 @@ enum StateCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Postpaid bills: lines, totals, status (pushed, paid, overdue).
+    Bills {
+        /// Only this account's bills.
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every projection at once (apps, accounts, deadlines, stream versions).
     All {
         #[arg(long)]
@@ -118,6 +153,26 @@ enum StateCmd {
     Deadlines {
         #[arg(long)]
         as_of: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExplainCmd {
+    App {
+        sdk_app_id: u64,
+        /// As of this business time (RFC 3339 with an offset): the log is replayed up to it.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    Account {
+        id: String,
+        /// As of this business time (RFC 3339 with an offset): the log is replayed up to it.
+        #[arg(long)]
+        at: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -185,10 +240,128 @@ fn load_rulebook(name: &str) -> Result<Rulebook, Failure> {
 fn open_ledger(cli: &Cli) -> Result<Ledger, Failure> {
     let store = open_store(&cli.data)?;
     let book = load_rulebook(&cli.rulebook)?;
-    Ledger::open(Box::new(store), book).map_err(|e| match e {
+    // Reproducible digests for tests and demos only: a known seed lets anyone recompute
+    // every user digest, which defeats crypto-shredding.
+    let keys: Box<dyn KeySource> = match std::env::var("CHAT_LEDGER_KEY_SEED") {
+        Ok(seed) => Box::new(SeededKeys(seed)),
+        Err(_) => Box::new(OsKeys),
+    };
+    Ledger::open_with_keys(Box::new(store), book, keys).map_err(|e| match e {
         LedgerError::RulebookMismatch { .. } => failure(format!("{e}: pass the ledger's rulebook with --rulebook")),
         other => failure(other),
     })
+}
+
+fn ingest_logins(cli: &Cli, file: &Path, chunk: usize) -> Result<(), Failure> {
+    if chunk == 0 {
+        return Err(bad_input("--chunk must be at least 1"));
+    }
+    let logins = chat_ledger::logins::read(file).map_err(bad_input)?;
+    let mut ledger = open_ledger(cli)?;
+    for row in &logins.rows {
+        if !ledger.state().apps.contains_key(&row.app) {
+            return Err(bad_input(format!(
+                "{}:{}: unknown app {}",
+                file.display(),
+                row.line,
+                row.app
+            )));
+        }
+    }
+    // A progress bar on a terminal; indicatif draws nothing when stderr is not one.
+    let bar = indicatif::ProgressBar::new(logins.rows.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} logins {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let mut done_rows = 0;
+    let rows_by_line: std::collections::BTreeMap<u64, usize> =
+        logins.rows.iter().enumerate().map(|(i, r)| (r.line, i + 1)).collect();
+    let summary = ledger
+        .ingest_logins(&logins.source, &logins.digest, &logins.rows, chunk, |seq, line| {
+            let now = rows_by_line[&line];
+            bar.inc((now - done_rows) as u64);
+            done_rows = now;
+            bar.println(format!("acknowledged: events through {seq} (row line {line})"));
+        })
+        .map_err(failure)?;
+    bar.finish_and_clear();
+    ledger.save_snapshot()?;
+    println!(
+        "ingested {}: {} row(s) ({} already recorded), {} user(s) counted, {} refused over the edition's MAU limit, {} refused (app suspended); {} event(s) appended; head {}",
+        file.display(),
+        summary.rows,
+        summary.rows_already_recorded,
+        summary.users_counted,
+        summary.refused_over_limit,
+        summary.refused_suspended,
+        summary.events_appended,
+        head_label(ledger.head())
+    );
+    Ok(())
+}
+
+fn mau(data: &Path, app: AppId, month: &str, user: Option<&str>, json: bool) -> Result<(), Failure> {
+    let store = open_store(data)?;
+    let view = replay::load(&store, None).map_err(failure)?;
+    let app_view = view.apps.get(&app).ok_or_else(|| failure(format!("no app {app}")))?;
+    let usage = app_view.usage.get(month);
+    let (count, refused, repeats) = usage.map_or((0, 0, 0), |u| (u.users.len(), u.refused, u.repeats));
+    let mut found: Option<serde_json::Value> = None;
+    let mut answer = String::new();
+    if let Some(user) = user {
+        match store.app_key(app).map_err(failure)? {
+            None => {
+                answer = format!(
+                    "user {user:?}: cannot tell — app {app} has no digest key (reclaimed: its user data was destroyed)"
+                )
+            }
+            Some(key) => {
+                let digest = chat_ledger::rules::digest_hex(chat_ledger::ledger::user_digest(&key, user));
+                for stored in store.read_stream(&StreamId::app(app), 1, usize::MAX).map_err(failure)? {
+                    let event = decode(&stored.bytes).map_err(failure)?;
+                    if let chat_ledger_events::EventBody::MauCounted { month: m, refused, .. } = &event.event {
+                        if let Some(hit) = refused.iter().filter(|_| m == month).find(|u| u.user == digest) {
+                            answer = format!(
+                                "user {user:?} logged in during {month} (login {}, event {}) but was refused: over the edition's MAU limit",
+                                hit.login, stored.seq
+                            );
+                        }
+                    }
+                    if let chat_ledger_events::EventBody::MauCounted { month: m, users, .. } = &event.event {
+                        if let Some(hit) = users.iter().filter(|_| m == month).find(|u| u.user == digest) {
+                            found = Some(serde_json::json!({
+                                "event": stored.seq, "login": hit.login, "logged_in_at": hit.logged_in_at.to_string(), "digest": digest,
+                            }));
+                            answer = format!(
+                                "user {user:?} was counted in {month} by login {} at {} (event {})",
+                                hit.login, hit.logged_in_at, stored.seq
+                            );
+                        }
+                    }
+                }
+                if found.is_none() && answer.is_empty() {
+                    answer = format!("user {user:?} was not counted in {month} for app {app}");
+                }
+            }
+        }
+    }
+    if json {
+        let out = serde_json::json!({
+            "app": app.0, "month": month, "mau": count, "refused": refused, "repeats": repeats,
+            "billed_mau": usage.and_then(|u| u.billed_mau), "user": found,
+        });
+        println!("{out}");
+    } else {
+        println!("app {app}, {month}: {count} MAU, {refused} login(s) refused over the edition's limit, {repeats} repeat login(s)");
+        if let Some(billed) = usage.and_then(|u| u.billed_mau) {
+            println!("  billed with {billed} MAU");
+        }
+        if !answer.is_empty() {
+            println!("  {answer}");
+        }
+    }
+    Ok(())
 }
 
 fn parse_instant(text: &str, flag: &str) -> Result<Instant, Failure> {
@@ -204,7 +377,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             chunk,
         } => import_inputs(&cli, file, *chunk),
         Cmd::Advance { to, key, actor } => advance(&cli, to, key.as_deref(), actor),
+        Cmd::Logins { file, chunk } => ingest_logins(&cli, file, *chunk),
+        Cmd::Mau {
+            sdk_app_id,
+            month,
+            user,
+            json,
+        } => mau(&cli.data, AppId(*sdk_app_id), month, user.as_deref(), *json),
         Cmd::State { what } => state(&cli.data, what),
+        Cmd::Explain { what } => explain_cmd(&cli.data, what),
         Cmd::Log { stream, json } => log(&cli.data, stream.as_deref(), *json),
         Cmd::Verify {
             expect_head,
@@ -250,6 +431,16 @@ fn import_inputs(cli: &Cli, file: &Path, chunk: usize) -> Result<(), Failure> {
         summary.events_appended,
         head_label(ledger.head())
     );
+    if summary.logins.rows > 0 {
+        println!(
+            "  logins: {} row(s) ({} already recorded), {} user(s) counted, {} refused over the MAU limit, {} refused (app suspended)",
+            summary.logins.rows,
+            summary.logins.rows_already_recorded,
+            summary.logins.users_counted,
+            summary.logins.refused_over_limit,
+            summary.logins.refused_suspended
+        );
+    }
     for (line, key, rule, reason) in &summary.rejected {
         println!("  refused: line {line} (key {}) by rule {rule}: {reason}", key.as_str());
     }
@@ -335,6 +526,7 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
         StateCmd::App { as_of, json, .. }
         | StateCmd::Account { as_of, json, .. }
         | StateCmd::All { as_of, json }
+        | StateCmd::Bills { as_of, json, .. }
         | StateCmd::Deadlines { as_of, json } => (as_of, *json),
     };
     let until = as_of.as_deref().map(|t| parse_instant(t, "--as-of")).transpose()?;
@@ -407,6 +599,36 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
                 println!("  {as_of_line}");
             }
         }
+        StateCmd::Bills { account, .. } => {
+            let bills: Vec<(&String, &chat_ledger_projections::BillView)> = view
+                .bills
+                .iter()
+                .filter(|(_, b)| account.as_ref().is_none_or(|a| b.account.as_str() == a))
+                .collect();
+            if json {
+                let map: std::collections::BTreeMap<_, _> = bills.into_iter().collect();
+                println!("{}", serde_json::to_string_pretty(&map).expect("views serialize"));
+            } else {
+                for (id, bill) in &bills {
+                    println!(
+                        "bill {id}  account {}  app {}  {}  pushed {}  {}  {:?}",
+                        bill.account,
+                        bill.app,
+                        bill.month,
+                        bill.pushed_at.display_in(zone),
+                        bill.total,
+                        bill.status
+                    );
+                    for line in &bill.lines {
+                        println!(
+                            "    {}  {} × {} = {}  [{}]",
+                            line.item, line.quantity, line.unit_price, line.amount, line.rule
+                        );
+                    }
+                }
+                println!("{} bill(s), {as_of_line}", bills.len());
+            }
+        }
         StateCmd::All { .. } => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&view).expect("views serialize"));
@@ -414,11 +636,7 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
                 println!("{as_of_line}");
                 print_apps(&view);
                 for account in view.accounts.values() {
-                    println!(
-                        "  account {}: {} available",
-                        account.account,
-                        account.available()
-                    );
+                    println!("  account {}: {} available", account.account, account.available());
                 }
                 println!("  {} pending deadline(s)", view.deadlines.len());
             }
@@ -436,6 +654,32 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
                 println!("{} pending deadline(s), {as_of_line}", view.deadlines.len());
             }
         }
+    }
+    Ok(())
+}
+
+fn explain_cmd(data: &Path, what: &ExplainCmd) -> Result<(), Failure> {
+    let (at, json) = match what {
+        ExplainCmd::App { at, json, .. } | ExplainCmd::Account { at, json, .. } => (at, *json),
+    };
+    let until = at.as_deref().map(|t| parse_instant(t, "--at")).transpose()?;
+    let store = open_store(data)?;
+    let view = replay::load(&store, until).map_err(failure)?;
+    let explanation = match what {
+        ExplainCmd::App { sdk_app_id, .. } => explain::explain_app(&store, &view, AppId(*sdk_app_id), until),
+        ExplainCmd::Account { id, .. } => {
+            let account = AccountId::new(id.clone()).map_err(bad_input)?;
+            explain::explain_account(&store, &view, &account, until)
+        }
+    }
+    .map_err(failure)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&explanation).expect("explanations serialize")
+        );
+    } else {
+        print!("{}", explain::render(&explanation));
     }
     Ok(())
 }

@@ -79,7 +79,8 @@ pub fn load(store: &dyn EventStore, until: Option<Instant>) -> Result<LedgerView
 /// Rule `money.conservation`, checked on every replay: per account and money kind, the
 /// flows of the orders, bills and funding projections add up to the balance fold.
 fn conserved(view: &LedgerView) -> Result<(), ReplayError> {
-    view.check_conservation().map_err(|reason| ReplayError::Corrupt { seq: view.seq, reason })
+    view.check_conservation()
+        .map_err(|reason| ReplayError::Corrupt { seq: view.seq, reason })
 }
 
 /// The projections rebuilt from position 0, ignoring any stored snapshot.

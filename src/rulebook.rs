@@ -120,18 +120,20 @@ pub enum Upgrade {
 #[serde(deny_unknown_fields)]
 pub struct MauOverage {
     /// Per user beyond the edition's free MAU, per month.
-    pub unit_price: Amount4,
+    pub unit_price: UnitPrice,
     pub why: String,
 }
 
 /// A unit price as written in a rulebook: any number of decimal places.
 #[derive(Clone, Copy, Debug)]
-pub struct Amount4(pub rust_decimal::Decimal);
+pub struct UnitPrice(pub rust_decimal::Decimal);
 
-impl<'de> Deserialize<'de> for Amount4 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Amount4, D::Error> {
+impl<'de> Deserialize<'de> for UnitPrice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UnitPrice, D::Error> {
         let text = String::deserialize(d)?;
-        text.parse().map(Amount4).map_err(|e| serde::de::Error::custom(format!("price {text:?}: {e}")))
+        text.parse()
+            .map(UnitPrice)
+            .map_err(|e| serde::de::Error::custom(format!("price {text:?}: {e}")))
     }
 }
 
@@ -380,7 +382,9 @@ impl Rulebook {
         let expiry_day = valid_until.in_zone(self.zone).date_naive();
         let first = expiry_day - Days::new(u64::from(self.reminders.days_before.saturating_sub(1)));
         let count = self.reminders.days_before + self.reminders.days_after;
-        (0..count).map(|i| self.local_midnight(first + Days::new(u64::from(i)))).collect()
+        (0..count)
+            .map(|i| self.local_midnight(first + Days::new(u64::from(i))))
+            .collect()
     }
 
     /// The first reminder of the series for `valid_until` strictly after `after`.

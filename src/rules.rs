@@ -73,7 +73,10 @@ pub fn decide(input: &Input, state: &LedgerView, book: &Rulebook) -> Result<Vec<
             Ok(vec![fact(
                 StreamId::account(account),
                 rule::ACCOUNT_OPEN,
-                EventBody::AccountOpened { account: account.clone(), creator: creator.clone() },
+                EventBody::AccountOpened {
+                    account: account.clone(),
+                    creator: creator.clone(),
+                },
             )])
         }
         Command::AddFunds { account, kind, amount } => {
@@ -85,15 +88,28 @@ pub fn decide(input: &Input, state: &LedgerView, book: &Rulebook) -> Result<Vec<
             let mut facts = vec![fact(
                 StreamId::account(account),
                 rule::FUNDS_ADD,
-                EventBody::FundsAdded { account: account.clone(), kind: *kind, amount: added },
+                EventBody::FundsAdded {
+                    account: account.clone(),
+                    kind: *kind,
+                    amount: added,
+                },
             )];
             facts.extend(clear_arrears(view, state, added.amount()));
             Ok(facts)
         }
-        Command::AdjustBalance { account, kind, direction, amount, reason } => {
+        Command::AdjustBalance {
+            account,
+            kind,
+            direction,
+            amount,
+            reason,
+        } => {
             let view = known_account(state, account, rule::ADJUSTMENT)?;
             if !matches!(input.actor, Actor::Support(_)) {
-                return refuse(rule::ADJUSTMENT, format!("only support staff adjust balances, not {}", input.actor));
+                return refuse(
+                    rule::ADJUSTMENT,
+                    format!("only support staff adjust balances, not {}", input.actor),
+                );
             }
             if reason.trim().is_empty() {
                 return refuse(rule::ADJUSTMENT, "an adjustment needs a reason".to_owned());
@@ -123,7 +139,11 @@ pub fn decide(input: &Input, state: &LedgerView, book: &Rulebook) -> Result<Vec<
                 return refuse(rule::APP_CREATE, format!("SDKAppID {app} already exists"));
             }
             let max = book.app_limit.max_apps_per_account;
-            let live = owner.apps.iter().filter(|a| state.apps.get(a).is_some_and(|v| v.reclaimed_at.is_none())).count();
+            let live = owner
+                .apps
+                .iter()
+                .filter(|a| state.apps.get(a).is_some_and(|v| v.reclaimed_at.is_none()))
+                .count();
             if live >= max as usize {
                 return refuse(
                     rule::APP_LIMIT,
@@ -144,51 +164,107 @@ pub fn decide(input: &Input, state: &LedgerView, book: &Rulebook) -> Result<Vec<
                 facts.push(fact(
                     StreamId::app(*app),
                     rule::ARREARS_GRACE,
-                    EventBody::HoldPlaced { app: *app, hold: HoldKind::Arrears, reclamation_at: Some(book.reclamation_at(at)) },
+                    EventBody::HoldPlaced {
+                        app: *app,
+                        hold: HoldKind::Arrears,
+                        reclamation_at: Some(book.reclamation_at(at)),
+                    },
                 ));
             }
             Ok(facts)
         }
-        Command::BuyEdition { app, edition, months, contract_monthly_price } => {
-            decide_purchase(state, book, at, *app, edition, *months, contract_monthly_price.map(|p| p.0))
-        }
+        Command::BuyEdition {
+            app,
+            edition,
+            months,
+            contract_monthly_price,
+        } => decide_purchase(
+            state,
+            book,
+            at,
+            *app,
+            edition,
+            *months,
+            contract_monthly_price.map(|p| p.0),
+        ),
         Command::SetAutoRenew { app, on } => {
             known_app(state, *app)?;
-            Ok(vec![fact(StreamId::app(*app), rule::AUTO_RENEW_SWITCH, EventBody::AutoRenewSwitched { app: *app, on: *on })])
+            Ok(vec![fact(
+                StreamId::app(*app),
+                rule::AUTO_RENEW_SWITCH,
+                EventBody::AutoRenewSwitched { app: *app, on: *on },
+            )])
         }
-        Command::Login { app, user, logged_in_at } => {
+        Command::Login {
+            app,
+            user,
+            logged_in_at,
+        } => {
             let view = known_app(state, *app)?;
-            if !view.is_usable() {
-                return refuse(rule::LOGIN_SUSPENDED, format!("app {app} is suspended: it cannot log users in"));
+            let when = logged_in_at.unwrap_or(at);
+            if when > at {
+                return refuse(
+                    rule::MAU_COUNT,
+                    format!("logged in at {when}, after the login was received ({at})"),
+                );
             }
-            let user = chat_ledger_projections::user_digest(user)
-                .map_err(|e| Refusal { rule: rule::MAU_COUNT, reason: format!("the login was not pseudonymized: {e}") })?;
-            let row = LoginRow { app: *app, user, logged_in_at: logged_in_at.unwrap_or(at), login: input.key.to_string() };
+            if !view.usable_at(when) {
+                return refuse(
+                    rule::LOGIN_SUSPENDED,
+                    format!(
+                        "app {app} was suspended when the user logged in ({}): no login, no MAU",
+                        when.display_in(book.zone)
+                    ),
+                );
+            }
+            let user = chat_ledger_projections::user_digest(user).map_err(|e| Refusal {
+                rule: rule::MAU_COUNT,
+                reason: format!("the login was not pseudonymized: {e}"),
+            })?;
+            let row = LoginRow {
+                app: *app,
+                user,
+                logged_in_at: logged_in_at.unwrap_or(at),
+                login: input.key.to_string(),
+            };
             let (facts, _) = decide_logins(std::slice::from_ref(&row), at, state, book);
             Ok(facts)
         }
-        Command::LoginBatch { .. } => {
-            refuse(rule::MAU_COUNT, "a login batch is decided with its rows (Ledger::ingest_logins)".to_owned())
-        }
+        Command::LoginBatch { .. } => refuse(
+            rule::MAU_COUNT,
+            "a login batch is decided with its rows (Ledger::ingest_logins)".to_owned(),
+        ),
         Command::RefundEdition { app } => decide_refund(state, book, at, *app),
         Command::FlagViolation { app, .. } => {
             let view = known_app(state, *app)?;
             if !matches!(input.actor, Actor::Support(_)) {
-                return refuse(rule::VIOLATION, format!("only support staff flag violations, not {}", input.actor));
+                return refuse(
+                    rule::VIOLATION,
+                    format!("only support staff flag violations, not {}", input.actor),
+                );
             }
             if view.holds.contains_key(&HoldKind::Violation) {
                 return refuse(rule::VIOLATION, format!("app {app} is already held for a violation"));
             }
             Ok(vec![hold(view, HoldKind::Violation, at, book, rule::VIOLATION)])
         }
-        Command::AdvanceClock {} => {
-            Ok(vec![fact(StreamId::named(StreamId::CLOCK), rule::CLOCK_ADVANCE, EventBody::ClockAdvanced { to: at })])
-        }
+        Command::AdvanceClock {} => Ok(vec![fact(
+            StreamId::named(StreamId::CLOCK),
+            rule::CLOCK_ADVANCE,
+            EventBody::ClockAdvanced { to: at },
+        )]),
     }
 }
 
-fn known_account<'a>(state: &'a LedgerView, account: &AccountId, rule: &'static str) -> Result<&'a AccountView, Refusal> {
-    state.accounts.get(account).ok_or_else(|| Refusal { rule, reason: format!("account {account} is not open") })
+fn known_account<'a>(
+    state: &'a LedgerView,
+    account: &AccountId,
+    rule: &'static str,
+) -> Result<&'a AccountView, Refusal> {
+    state.accounts.get(account).ok_or_else(|| Refusal {
+        rule,
+        reason: format!("account {account} is not open"),
+    })
 }
 
 fn known_app(state: &LedgerView, app: AppId) -> Result<&AppView, Refusal> {
@@ -196,7 +272,10 @@ fn known_app(state: &LedgerView, app: AppId) -> Result<&AppView, Refusal> {
         return refuse(rule::APP_CREATE, format!("SDKAppID {app} does not exist"));
     };
     if let Some(when) = view.reclaimed_at {
-        return refuse(rule::APP_RECLAIMED, format!("app {app}'s resources were reclaimed at {when}; create a new app"));
+        return refuse(
+            rule::APP_RECLAIMED,
+            format!("app {app}'s resources were reclaimed at {when}; create a new app"),
+        );
     }
     Ok(view)
 }
@@ -206,7 +285,11 @@ fn hold(view: &AppView, kind: HoldKind, at: Instant, book: &Rulebook, rule: &'st
     fact(
         StreamId::app(view.app),
         rule,
-        EventBody::HoldPlaced { app: view.app, hold: kind, reclamation_at: view.is_usable().then(|| book.reclamation_at(at)) },
+        EventBody::HoldPlaced {
+            app: view.app,
+            hold: kind,
+            reclamation_at: view.is_usable().then(|| book.reclamation_at(at)),
+        },
     )
 }
 
@@ -223,11 +306,25 @@ fn clear_arrears(account: &AccountView, state: &LedgerView, added: Decimal) -> V
     let mut facts = vec![fact(
         StreamId::account(&account.account),
         rule::ARREARS_CLEARED,
-        EventBody::ArrearsCleared { account: account.account.clone(), balance: Money::new(after, account.available().currency()) },
+        EventBody::ArrearsCleared {
+            account: account.account.clone(),
+            balance: Money::new(after, account.available().currency()),
+        },
     )];
     for app in &account.apps {
-        if state.apps.get(app).is_some_and(|v| v.reclaimed_at.is_none() && v.holds.contains_key(&HoldKind::Arrears)) {
-            facts.push(fact(StreamId::app(*app), rule::ARREARS_CLEARED, EventBody::HoldLifted { app: *app, hold: HoldKind::Arrears }));
+        if state
+            .apps
+            .get(app)
+            .is_some_and(|v| v.reclaimed_at.is_none() && v.holds.contains_key(&HoldKind::Arrears))
+        {
+            facts.push(fact(
+                StreamId::app(*app),
+                rule::ARREARS_CLEARED,
+                EventBody::HoldLifted {
+                    app: *app,
+                    hold: HoldKind::Arrears,
+                },
+            ));
         }
     }
     facts
@@ -254,15 +351,22 @@ fn split_payment(amount: Decimal, balances: &KindAmounts, order: &[MoneyKind], s
 
 fn edition_price(book: &Rulebook, edition: &EditionId, contract: Option<Decimal>) -> Result<Decimal, Refusal> {
     let Some(entry) = book.edition(edition).filter(|e| e.purchasable) else {
-        return refuse(rule::EDITION_CATALOG, format!("edition {edition} cannot be bought under {}", book.label()));
+        return refuse(
+            rule::EDITION_CATALOG,
+            format!("edition {edition} cannot be bought under {}", book.label()),
+        );
     };
     match (entry.monthly_price, contract) {
         (Some(list), None) => Ok(list.0),
         (None, Some(contract)) => Ok(contract),
-        (Some(_), Some(_)) => refuse(rule::EDITION_CATALOG, format!("edition {edition} has a list price; drop contract_monthly_price")),
-        (None, None) => {
-            refuse(rule::EDITION_CATALOG, format!("edition {edition} is sold at a contract price: give contract_monthly_price"))
-        }
+        (Some(_), Some(_)) => refuse(
+            rule::EDITION_CATALOG,
+            format!("edition {edition} has a list price; drop contract_monthly_price"),
+        ),
+        (None, None) => refuse(
+            rule::EDITION_CATALOG,
+            format!("edition {edition} is sold at a contract price: give contract_monthly_price"),
+        ),
     }
 }
 
@@ -277,7 +381,10 @@ fn charge(account: &AccountView, order: &str, amount: Decimal, book: &Rulebook, 
     if available.amount() < amount {
         return refuse(
             rule::PAYMENT_BALANCE,
-            format!("the balance ({available}) is below the price ({}) of {what}; add funds and buy again", money(amount, book)),
+            format!(
+                "the balance ({available}) is below the price ({}) of {what}; add funds and buy again",
+                money(amount, book)
+            ),
         );
     }
     Ok(fact(
@@ -303,24 +410,36 @@ fn decide_purchase(
 ) -> Result<Vec<Fact>, Refusal> {
     let view = known_app(state, app)?;
     if view.holds.contains_key(&HoldKind::Violation) {
-        return refuse(rule::VIOLATION, format!("app {app} is held for a content violation: it cannot be reactivated"));
+        return refuse(
+            rule::VIOLATION,
+            format!("app {app} is held for a content violation: it cannot be reactivated"),
+        );
     }
     let monthly = edition_price(book, edition, contract)?;
     if !(book.validity.months_min..=book.validity.months_max).contains(&months) {
         return refuse(
             rule::PLAN_VALIDITY,
-            format!("{months} months: a plan is bought for {} to {} months", book.validity.months_min, book.validity.months_max),
+            format!(
+                "{months} months: a plan is bought for {} to {} months",
+                book.validity.months_min, book.validity.months_max
+            ),
         );
     }
     let account = state.accounts.get(&view.account).expect("an app's account is open");
     if let Some(offer) = book.newcomer.as_ref().filter(|o| &o.edition == edition) {
         if months != offer.months {
-            return refuse(rule::OFFER_NEWCOMER, format!("the newcomer offer is {} month(s), not {months}", offer.months));
+            return refuse(
+                rule::OFFER_NEWCOMER,
+                format!("the newcomer offer is {} month(s), not {months}", offer.months),
+            );
         }
         if let Some(bought) = offer.not_after.iter().find(|e| account.editions_bought.contains(*e)) {
             return refuse(
                 rule::OFFER_NEWCOMER,
-                format!("the newcomer offer is for accounts that never bought {bought}; {} did", account.account),
+                format!(
+                    "the newcomer offer is for accounts that never bought {bought}; {} did",
+                    account.account
+                ),
             );
         }
     }
@@ -356,7 +475,13 @@ fn decide_purchase(
     };
     let amount = monthly * Decimal::from(months);
     let valid_until = book.validity_end(valid_from, months);
-    let charged = charge(account, &order, amount, book, &format!("{months} month(s) of {edition}"))?;
+    let charged = charge(
+        account,
+        &order,
+        amount,
+        book,
+        &format!("{months} month(s) of {edition}"),
+    )?;
     let mut facts = vec![
         fact(
             StreamId::app(app),
@@ -379,7 +504,11 @@ fn decide_purchase(
     if purpose == PurchasePurpose::Reactivation {
         for kind in [HoldKind::Expiry, HoldKind::Refund] {
             if view.holds.contains_key(&kind) {
-                facts.push(fact(StreamId::app(app), rule::PLAN_REACTIVATION, EventBody::HoldLifted { app, hold: kind }));
+                facts.push(fact(
+                    StreamId::app(app),
+                    rule::PLAN_REACTIVATION,
+                    EventBody::HoldLifted { app, hold: kind },
+                ));
             }
         }
     }
@@ -400,10 +529,18 @@ fn decide_upgrade(
     order: &str,
 ) -> Result<Vec<Fact>, Refusal> {
     let period_seconds = (plan.valid_until.utc() - plan.valid_from.utc()).num_seconds().max(1) as u64;
-    let remaining_seconds = (plan.valid_until.utc() - at.utc().max(plan.valid_from.utc())).num_seconds().max(0) as u64;
+    let remaining_seconds = (plan.valid_until.utc() - at.utc().max(plan.valid_from.utc()))
+        .num_seconds()
+        .max(0) as u64;
     let difference = (monthly - plan.monthly_price.amount()) * Decimal::from(plan.months);
     let amount = difference * Decimal::from(remaining_seconds) / Decimal::from(period_seconds);
-    let charged = charge(account, order, round_cents(amount), book, &format!("the upgrade to {edition}"))?;
+    let charged = charge(
+        account,
+        order,
+        round_cents(amount),
+        book,
+        &format!("the upgrade to {edition}"),
+    )?;
     Ok(vec![
         fact(
             StreamId::app(view.app),
@@ -413,6 +550,7 @@ fn decide_upgrade(
                 order: order.to_owned(),
                 from: plan.edition.clone(),
                 to: edition.clone(),
+                monthly_price: money(monthly, book),
                 amount: money(amount, book),
                 remaining_seconds,
                 period_seconds,
@@ -442,12 +580,19 @@ fn decide_refund(state: &LedgerView, book: &Rulebook, at: Instant, app: AppId) -
     let view = known_app(state, app)?;
     let terms = &book.refund;
     if view.holds.contains_key(&HoldKind::Violation) {
-        return refuse(rule::VIOLATION, format!("app {app} is held for a content violation: its plans are never refunded"));
+        return refuse(
+            rule::VIOLATION,
+            format!("app {app} is held for a content violation: its plans are never refunded"),
+        );
     }
     let Some(plan) = view.plan.as_ref().filter(|_| view.expired.is_none()) else {
-        return refuse(rule::REFUND_FIVE_DAY, format!("app {app} has no running plan to refund"));
+        return refuse(
+            rule::REFUND_FIVE_DAY,
+            format!("app {app} has no running plan to refund"),
+        );
     };
-    let window_end = Instant::from_utc(plan.purchased_at.utc() + chrono::Duration::hours(i64::from(terms.window_hours)));
+    let window_end =
+        Instant::from_utc(plan.purchased_at.utc() + chrono::Duration::hours(i64::from(terms.window_hours)));
     if at > window_end {
         return refuse(
             rule::REFUND_FIVE_DAY,
@@ -463,7 +608,10 @@ fn decide_refund(state: &LedgerView, book: &Rulebook, at: Instant, app: AppId) -
         if let Some(login) = view.last_counted_login.filter(|t| *t >= plan.purchased_at) {
             return refuse(
                 rule::REFUND_FIVE_DAY,
-                format!("the plan was used: users were counted in the MAU since its purchase (last at {})", login.display_in(book.zone)),
+                format!(
+                    "the plan was used: users were counted in the MAU since its purchase (last at {})",
+                    login.display_in(book.zone)
+                ),
             );
         }
     }
@@ -476,7 +624,11 @@ fn decide_refund(state: &LedgerView, book: &Rulebook, at: Instant, app: AppId) -
         // Rule `refund.split`: vouchers are never refunded; the rest goes back in the
         // proportion of what each kind paid, the rounding remainder to cash.
         let base = paid.total().amount() - paid.voucher.amount();
-        let start = if index == 0 { plan.valid_from } else { order.purchased_at };
+        let start = if index == 0 {
+            plan.valid_from
+        } else {
+            order.purchased_at
+        };
         let (refund, used, total) = five_day_refund(base, start, plan.valid_until, at);
         if index == 0 {
             (days_used, days_total) = (used, total);
@@ -486,7 +638,11 @@ fn decide_refund(state: &LedgerView, book: &Rulebook, at: Instant, app: AppId) -
         }
         let share = |kind: MoneyKind| round_cents(refund * paid.get(kind).amount() / base);
         let (gift, income) = (share(MoneyKind::Gift), share(MoneyKind::IncomeTransfer));
-        for (kind, part) in [(MoneyKind::Gift, gift), (MoneyKind::IncomeTransfer, income), (MoneyKind::Cash, refund - gift - income)] {
+        for (kind, part) in [
+            (MoneyKind::Gift, gift),
+            (MoneyKind::IncomeTransfer, income),
+            (MoneyKind::Cash, refund - gift - income),
+        ] {
             let slot = split.get_mut(kind);
             *slot = Money::new(slot.amount() + part, currency);
         }
@@ -497,12 +653,23 @@ fn decide_refund(state: &LedgerView, book: &Rulebook, at: Instant, app: AppId) -
         fact(
             StreamId::app(app),
             rule::REFUND_FIVE_DAY,
-            EventBody::EditionRefunded { app, orders: plan.orders.clone(), refund, days_used, days_total },
+            EventBody::EditionRefunded {
+                app,
+                orders: plan.orders.clone(),
+                refund,
+                days_used,
+                days_total,
+            },
         ),
         fact(
             StreamId::account(&view.account),
             rule::REFUND_SPLIT,
-            EventBody::AccountRefunded { account: view.account.clone(), orders: plan.orders.clone(), amount: refund, split },
+            EventBody::AccountRefunded {
+                account: view.account.clone(),
+                orders: plan.orders.clone(),
+                amount: refund,
+                split,
+            },
         ),
         hold(view, HoldKind::Refund, at, book, rule::REFUND_FIVE_DAY),
     ];
@@ -514,7 +681,12 @@ fn decide_refund(state: &LedgerView, book: &Rulebook, at: Instant, app: AppId) -
 /// natural month, at their first login; repeats are tallied; on an edition with a MAU cap
 /// (Trial) the users beyond it are refused, not billed. Logins to unusable apps are
 /// refused (`login.suspended`) and returned apart. Users are packed many to an event.
-pub fn decide_logins(rows: &[LoginRow], at: Instant, state: &LedgerView, book: &Rulebook) -> (Vec<Fact>, BTreeMap<AppId, u64>) {
+pub fn decide_logins(
+    rows: &[LoginRow],
+    at: Instant,
+    state: &LedgerView,
+    book: &Rulebook,
+) -> (Vec<Fact>, BTreeMap<AppId, u64>) {
     struct Month<'a> {
         users: Vec<CountedUser>,
         refused: Vec<CountedUser>,
@@ -526,7 +698,8 @@ pub fn decide_logins(rows: &[LoginRow], at: Instant, state: &LedgerView, book: &
     let mut order: Vec<(AppId, String)> = Vec::new();
     let mut suspended: BTreeMap<AppId, u64> = BTreeMap::new();
     for row in rows {
-        let Some(view) = state.apps.get(&row.app).filter(|v| v.is_usable()) else {
+        // Usability is judged when the user logged in, not when the login arrived.
+        let Some(view) = state.apps.get(&row.app).filter(|v| v.usable_at(row.logged_in_at)) else {
             *suspended.entry(row.app).or_default() += 1;
             continue;
         };
@@ -534,19 +707,32 @@ pub fn decide_logins(rows: &[LoginRow], at: Instant, state: &LedgerView, book: &
         let key = (row.app, month_key.clone());
         let month = months.entry(key.clone()).or_insert_with(|| {
             order.push(key.clone());
-            Month { users: Vec::new(), refused: Vec::new(), repeats: 0, seen: HashSet::new(), base: view.usage.get(&month_key) }
+            Month {
+                users: Vec::new(),
+                refused: Vec::new(),
+                repeats: 0,
+                seen: HashSet::new(),
+                base: view.usage.get(&month_key),
+            }
         });
         let counted_before = month.base.is_some_and(|u| u.users.contains(&row.user));
-        if counted_before || !month.seen.insert(row.user) {
+        if counted_before || month.seen.contains(&row.user) {
             month.repeats += 1;
             continue;
         }
-        let user = CountedUser { user: digest_hex(row.user), logged_in_at: row.logged_in_at, login: row.login.clone() };
+        let user = CountedUser {
+            user: digest_hex(row.user),
+            logged_in_at: row.logged_in_at,
+            login: row.login.clone(),
+        };
         let cap = book.edition(&view.edition).and_then(|e| e.mau_cap);
         let count = month.base.map_or(0, |u| u.users.len()) + month.users.len();
+        // A refused user is not counted, so their next login is refused again, in this
+        // batch or a later one: the tallies do not depend on how logins are batched.
         if cap.is_some_and(|cap| count >= cap as usize) {
             month.refused.push(user);
         } else {
+            month.seen.insert(row.user);
             month.users.push(user);
         }
     }
@@ -635,15 +821,25 @@ fn decide_bill(view: &AppView, at: Instant, state: &LedgerView, book: &Rulebook)
             item: format!("{item}: {mau} MAU, {free} free on {edition}"),
             month: month.clone(),
             quantity,
-            unit_price: Price { amount: unit, currency: book.currency },
-            rule: if prorated { rule::BILL_PRORATION } else { rule::MAU_OVERAGE }.to_owned(),
+            unit_price: Price {
+                amount: unit,
+                currency: book.currency,
+            },
+            rule: if prorated {
+                rule::BILL_PRORATION
+            } else {
+                rule::MAU_OVERAGE
+            }
+            .to_owned(),
             amount: money(amount, book),
             usable_seconds: prorated.then_some(usable),
             month_seconds: prorated.then_some(month_seconds),
         });
     }
     let billed_month = book.month_of(Instant::from_utc(at.utc() - chrono::Duration::seconds(1)));
-    let total = lines.iter().fold(Money::zero(book.currency), |sum, l| sum.checked_add(l.amount).expect("one currency"));
+    let total = lines.iter().fold(Money::zero(book.currency), |sum, l| {
+        sum.checked_add(l.amount).expect("one currency")
+    });
     let bill = format!("{}-{billed_month}", view.app);
     let mut facts = vec![fact(
         StreamId::app(view.app),
@@ -661,19 +857,34 @@ fn decide_bill(view: &AppView, at: Instant, state: &LedgerView, book: &Rulebook)
     if total.amount().is_zero() {
         return facts;
     }
-    let split = split_payment(total.amount(), &account.balances, &book.bill_payment.order, book.bill_payment.shortfall);
+    let split = split_payment(
+        total.amount(),
+        &account.balances,
+        &book.bill_payment.order,
+        book.bill_payment.shortfall,
+    );
     let balance_after = Money::new(account.available().amount() - total.amount(), book.currency);
     facts.push(fact(
         StreamId::account(&view.account),
         rule::BILL_PAYMENT,
-        EventBody::BillCharged { account: view.account.clone(), bill, amount: total, split, balance_after },
+        EventBody::BillCharged {
+            account: view.account.clone(),
+            bill,
+            amount: total,
+            split,
+            balance_after,
+        },
     ));
     if balance_after.is_negative() && account.arrears.is_none() {
         let suspend_at = book.arrears_suspend_at(at);
         facts.push(fact(
             StreamId::account(&view.account),
             rule::ARREARS_GRACE,
-            EventBody::ArrearsStarted { account: view.account.clone(), balance: balance_after, suspend_at },
+            EventBody::ArrearsStarted {
+                account: view.account.clone(),
+                balance: balance_after,
+                suspend_at,
+            },
         ));
         facts.push(fact(
             StreamId::account(&view.account),
@@ -681,7 +892,10 @@ fn decide_bill(view: &AppView, at: Instant, state: &LedgerView, book: &Rulebook)
             EventBody::ReminderSent {
                 account: view.account.clone(),
                 to: account.creator.clone(),
-                reminder: Reminder::Arrears { balance: balance_after, suspend_at },
+                reminder: Reminder::Arrears {
+                    balance: balance_after,
+                    suspend_at,
+                },
                 next_at: None,
             },
         ));
@@ -699,7 +913,9 @@ pub fn decide_deadline(deadline: &Deadline, state: &LedgerView, book: &Rulebook)
     if let Subject::Account(_) = deadline.subject {
         return decide_arrears_suspension(&state.accounts[account_id], deadline.at, state, book);
     }
-    let Subject::App(app) = deadline.subject else { unreachable!("accounts handled above") };
+    let Subject::App(app) = deadline.subject else {
+        unreachable!("accounts handled above")
+    };
     let view = &state.apps[&app];
     let stream = deadline.stream.clone();
     match deadline.kind {
@@ -708,9 +924,15 @@ pub fn decide_deadline(deadline: &Deadline, state: &LedgerView, book: &Rulebook)
         DeadlineKind::Reminder => {
             let plan = view.plan.as_ref().expect("reminders follow a plan");
             let reminder = if deadline.at <= plan.valid_until {
-                Reminder::ExpiryUpcoming { app, valid_until: plan.valid_until }
+                Reminder::ExpiryUpcoming {
+                    app,
+                    valid_until: plan.valid_until,
+                }
             } else {
-                Reminder::Expired { app, valid_until: plan.valid_until }
+                Reminder::Expired {
+                    app,
+                    valid_until: plan.valid_until,
+                }
             };
             vec![fact(
                 StreamId::account(account_id),
@@ -727,7 +949,10 @@ pub fn decide_deadline(deadline: &Deadline, state: &LedgerView, book: &Rulebook)
         DeadlineKind::Reclamation => vec![fact(
             stream,
             rule::APP_RECLAMATION,
-            EventBody::AppReclaimed { app, unusable_since: view.unusable_since.expect("a reclamation follows unusability") },
+            EventBody::AppReclaimed {
+                app,
+                unusable_since: view.unusable_since.expect("a reclamation follows unusability"),
+            },
         )],
         DeadlineKind::ArrearsSuspension => unreachable!("arrears deadlines are the account's"),
     }
@@ -741,7 +966,11 @@ fn decide_expiry(view: &AppView, at: Instant, state: &LedgerView, book: &Ruleboo
     let expired = fact(
         StreamId::app(app),
         rule::PLAN_EXPIRY,
-        EventBody::PlanExpired { app, valid_until: at, grace_ends_at: book.grace_end(at) },
+        EventBody::PlanExpired {
+            app,
+            valid_until: at,
+            grace_ends_at: book.grace_end(at),
+        },
     );
     if !view.auto_renew || !view.is_usable() {
         return vec![expired];
@@ -752,7 +981,12 @@ fn decide_expiry(view: &AppView, at: Instant, state: &LedgerView, book: &Ruleboo
         fact(
             StreamId::app(app),
             rule::AUTO_RENEWAL,
-            EventBody::AutoRenewAttempted { app, outcome, price, available: account.available() },
+            EventBody::AutoRenewAttempted {
+                app,
+                outcome,
+                price,
+                available: account.available(),
+            },
         )
     };
     if book.newcomer.as_ref().is_some_and(|o| o.edition == plan.edition) {
@@ -790,7 +1024,9 @@ fn decide_arrears_suspension(account: &AccountView, at: Instant, state: &LedgerV
     let mut facts = vec![fact(
         StreamId::account(&account.account),
         rule::ARREARS_GRACE,
-        EventBody::AccountSuspended { account: account.account.clone() },
+        EventBody::AccountSuspended {
+            account: account.account.clone(),
+        },
     )];
     for app in &account.apps {
         let view = &state.apps[app];
@@ -813,8 +1049,12 @@ mod tests {
     fn seed_003_worked_example_625_refunded_after_five_started_days() {
         // 625 CNY bought 2023-03-01 08:00:00, refunded 2023-03-06 07:59:59: 4 days 23:59:59
         // used, so 5 started days; 31 days in the order: 625 × 26 / 31 = 524.19.
-        let (refund, used, total) =
-            five_day_refund(Decimal::from(625), t("2023-03-01T08:00:00+08:00"), t("2023-04-01T08:00:00+08:00"), t("2023-03-06T07:59:59+08:00"));
+        let (refund, used, total) = five_day_refund(
+            Decimal::from(625),
+            t("2023-03-01T08:00:00+08:00"),
+            t("2023-04-01T08:00:00+08:00"),
+            t("2023-03-06T07:59:59+08:00"),
+        );
         assert_eq!((refund.to_string().as_str(), used, total), ("524.19", 5, 31));
     }
 

@@ -195,7 +195,10 @@ impl Walker {
             }
         }
         if let Err(reason) = self.view.check_conservation() {
-            return Err(VerifyFailure { position: head.seq, reason: format!("money is not conserved: {reason}") });
+            return Err(VerifyFailure {
+                position: head.seq,
+                reason: format!("money is not conserved: {reason}"),
+            });
         }
         Ok(VerifyReport {
             head,

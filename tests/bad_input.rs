@@ -294,6 +294,37 @@ fn unknown_account() {
 }
 
 #[test]
+fn new_input_types_naming_an_unknown_app_or_account() {
+    for bad in [
+        r#"{"key":"bad-1","at":"2025-03-03T09:00:00+08:00","actor":"system","type":"login","app":1499999999,"user":"u1"}"#,
+        r#"{"key":"bad-1","at":"2025-03-03T09:00:00+08:00","actor":"customer","type":"refund_edition","app":1499999999}"#,
+        r#"{"key":"bad-1","at":"2025-03-03T09:00:00+08:00","actor":"support:kim","type":"flag_violation","app":1499999999,"reason":"spam"}"#,
+    ] {
+        assert_refused(&lines(&[GOOD, bad]), 2, &["unknown app 1499999999"]);
+    }
+    let bad = r#"{"key":"bad-1","at":"2025-03-03T09:00:00+08:00","actor":"support:kim","type":"adjust_balance","account":"globex","kind":"cash","direction":"credit","amount":"5.00","reason":"goodwill"}"#;
+    assert_refused(&lines(&[GOOD, bad]), 2, &[r#"unknown account "globex""#]);
+}
+
+#[test]
+fn a_login_batch_line_is_written_by_the_ledger_only() {
+    let bad = r#"{"key":"bad-1","at":"2025-03-03T09:00:00+08:00","actor":"system","type":"login_batch","source":"x.csv","first_line":2,"last_line":3,"rows":2,"sha256":"00"}"#;
+    assert_refused(&lines(&[GOOD, bad]), 2, &["login_batch is written by"]);
+}
+
+#[test]
+fn unknown_money_kind_or_adjustment_direction() {
+    let bad = add_funds(r#""account":"acme","kind":"coupon","amount":"5.00""#);
+    assert_refused(&lines(&[GOOD, &bad]), 2, &["unknown variant `coupon`", "`voucher`"]);
+    let bad = r#"{"key":"bad-1","at":"2025-03-03T09:00:00+08:00","actor":"support:kim","type":"adjust_balance","account":"acme","kind":"cash","direction":"refund","amount":"5.00","reason":"goodwill"}"#;
+    assert_refused(
+        &lines(&[GOOD, bad]),
+        2,
+        &["unknown variant `refund`", "`credit`", "`debit`"],
+    );
+}
+
+#[test]
 fn account_opened_twice() {
     let bad = r#"{"key":"bad-1","at":"2025-03-03T09:00:00+08:00","actor":"customer","type":"open_account","account":"acme","creator":{"email":"a@b.example","sms":"+1"}}"#;
     assert_refused(

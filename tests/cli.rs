@@ -17,6 +17,11 @@ fn fixture() -> PathBuf {
 
 /// The fixture up to and including the purchase (bought 2025-03-01T10:00+08:00, one
 /// month of standard): no clock tick, so every deadline is still pending.
+///
+/// Events: 1 rulebook, 2+2+2 for open/top-up/create, 3 for the purchase (input,
+/// edition.purchased, account.charged) = 10. Then, as the clock passes them: 7 expiry
+/// reminders at 00:00 on Mar 26 … Apr 1 (the expiry day included), plan.expired at
+/// Apr 1 10:00, the day-after reminder at 00:00 Apr 2, hold.placed at Apr 2 10:00.
 fn fixture_until_purchase() -> String {
     let text = std::fs::read_to_string(fixture()).expect("read fixture");
     let lines: Vec<&str> = text.lines().collect();
@@ -79,7 +84,7 @@ impl Ledger {
         let ledger = Ledger::new();
         let stdout = ledger.ok(&["import", fixture().to_str().expect("utf-8 path")]);
         assert!(
-            stdout.contains("5 input(s) recorded (0 refused by the rules), 0 already recorded; 15 event(s) appended"),
+            stdout.contains("5 input(s) recorded (0 refused by the rules), 0 already recorded; 23 event(s) appended"),
             "{stdout}"
         );
         ledger
@@ -141,6 +146,8 @@ fn state_app_at_the_end_is_reclaimed() {
     assert_eq!(app["reclamation"], Value::Null);
     assert_eq!(app["unusable_since"], "2025-04-02T02:00:00Z");
     assert_eq!(app["plan"]["valid_until"], "2025-04-01T02:00:00Z");
+    assert_eq!(app["plan"]["orders"], json!(["1400000001-1"]));
+    assert_eq!(app["next_reminder"], Value::Null);
 }
 
 #[test]
@@ -163,6 +170,7 @@ fn state_account_shows_the_cash_left() {
     assert_eq!(account["balances"]["cash"], "101.00 USD");
     assert_eq!(account["balances"]["gift"], "0.00 USD");
     assert_eq!(account["balances"]["income_transfer"], "0.00 USD");
+    assert_eq!(account["balances"]["voucher"], "0.00 USD");
     assert_eq!(account["apps"], json!([1400000001]));
 }
 
@@ -171,12 +179,19 @@ fn state_deadlines_now_and_as_of() {
     let ledger = Ledger::with_fixture();
     assert_eq!(ledger.json(&["state", "deadlines", "--json"]), json!([]));
 
+    // On Mar 15 the first expiry reminder (00:00 Mar 26, the 7th day before expiry
+    // counting the expiry day) and the expiry itself are pending, in firing order.
     let pending = ledger.json(&["state", "deadlines", "--as-of", "2025-03-15T00:00:00+08:00", "--json"]);
     let pending = pending.as_array().expect("a list");
-    assert_eq!(pending.len(), 1, "{pending:?}");
-    assert_eq!(pending[0]["kind"], "expiry");
-    assert_eq!(pending[0]["at"], "2025-04-01T02:00:00Z");
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert_eq!(pending[0]["kind"], "reminder");
+    assert_eq!(pending[0]["at"], "2025-03-25T16:00:00Z");
     assert_eq!(pending[0]["stream"], "app:1400000001");
+    assert_eq!(pending[0]["subject"], json!({ "app": 1400000001 }));
+    assert_eq!(pending[1]["kind"], "expiry");
+    assert_eq!(pending[1]["at"], "2025-04-01T02:00:00Z");
+    assert_eq!(pending[1]["stream"], "app:1400000001");
+    assert_eq!(pending[1]["subject"], json!({ "app": 1400000001 }));
 }
 
 #[test]
@@ -203,7 +218,8 @@ fn log_of_the_app_stream_lists_its_events_in_order() {
                 .expect("seq is a number")
         })
         .collect();
-    assert_eq!(seqs, [7, 10, 11, 12, 13]);
+    // The 8 reminders (11..17, 19) are on the account's stream, not the app's.
+    assert_eq!(seqs, [7, 9, 18, 20, 21]);
     let versions: Vec<&str> = log
         .lines()
         .map(|l| l.split_whitespace().nth(5).expect("version"))
@@ -214,6 +230,12 @@ fn log_of_the_app_stream_lists_its_events_in_order() {
             .all(|l| l.split_whitespace().nth(4) == Some("app:1400000001")),
         "{log}"
     );
+
+    // The reminders go to the account's creator: they are told on the account's stream.
+    let log = ledger.ok(&["log", "--stream", "account:acme"]);
+    let mut expected = vec!["account.opened", "funds.added", "account.charged"];
+    expected.extend(["reminder.sent"; 8]);
+    assert_eq!(event_types(&log), expected, "{log}");
 }
 
 #[test]
@@ -223,7 +245,7 @@ fn log_json_equals_export() {
     let export = ledger.export();
     assert_eq!(log, export);
     let lines: Vec<&str> = export.lines().collect();
-    assert_eq!(lines.len(), 15);
+    assert_eq!(lines.len(), 23);
     for (i, line) in lines.iter().enumerate() {
         let event: Value = serde_json::from_str(line).expect("each line is JSON");
         assert_eq!(event["seq"], json!(i + 1), "{line}");
@@ -236,23 +258,23 @@ fn verify_prints_the_head_and_checks_an_expected_one() {
     let stdout = ledger.ok(&["verify"]);
     assert!(
         stdout.starts_with(&format!(
-            "ok: {}: 15 event(s) in 5 stream(s), 5 input(s)",
+            "ok: {}: 23 event(s) in 5 stream(s), 5 input(s)",
             ledger.data().display()
         )),
         "{stdout}"
     );
     let head = head_of(&stdout);
-    assert!(head.starts_with("15:"), "{head}");
+    assert!(head.starts_with("23:"), "{head}");
 
     ledger.ok(&["verify", "--expect-head", &head]);
-    let other = format!("15:{}", "0".repeat(64));
+    let other = format!("23:{}", "0".repeat(64));
     let out = ledger.run(&["verify", "--expect-head", &other]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 
     let report = ledger.json(&["verify", "--json"]);
     assert_eq!(report["ok"], true);
     assert_eq!(report["head"], head.as_str());
-    assert_eq!(report["events"], 15);
+    assert_eq!(report["events"], 23);
 }
 
 #[test]
@@ -274,7 +296,7 @@ fn reopened_and_restored_stores_give_identical_state() {
     std::fs::write(&export_path, ledger.export()).expect("write export");
     let restored = Ledger::new();
     let stdout = restored.ok(&["import", "--events", export_path.to_str().expect("utf-8 path")]);
-    assert!(stdout.starts_with("restored 15 event(s)"), "{stdout}");
+    assert!(stdout.starts_with("restored 23 event(s)"), "{stdout}");
     let rebuilt: Vec<String> = queries.iter().map(|q| restored.ok(q)).collect();
     assert_eq!(first, rebuilt);
     assert_eq!(head_of(&restored.ok(&["verify"])), head_of(&ledger.ok(&["verify"])));
@@ -300,7 +322,7 @@ fn data_folder_from_the_environment() {
         !ledger.dir.path().join("ledger-data").exists(),
         "the default ./ledger-data must not be used"
     );
-    assert!(head_of(&with_env(&["verify"])).starts_with("15:"));
+    assert!(head_of(&with_env(&["verify"])).starts_with("23:"));
     // The same store through --data.
     assert_eq!(ledger.json(&["state", "app", APP, "--json"])["status"], "reclaimed");
 }
@@ -311,14 +333,19 @@ fn advance_fires_deadlines_up_to_and_at_the_instant() {
     ledger.import_text(&fixture_until_purchase());
     assert_eq!(ledger.json(&["state", "app", APP, "--json"])["status"], "active");
 
-    // The grace period ends exactly at 2025-04-02T10:00+08:00: that deadline fires too.
+    // The grace period ends exactly at 2025-04-02T10:00+08:00: that deadline fires too,
+    // after the 7 reminders up to the expiry day, the expiry and the day-after reminder.
     let stdout = ledger.ok(&["advance", "--to", "2025-04-02T10:00:00+08:00"]);
     let types = event_types(&stdout);
-    assert_eq!(
-        types,
-        ["plan.expired", "hold.placed", "input.recorded", "clock.advanced"],
-        "{stdout}"
-    );
+    let mut expected = vec!["reminder.sent"; 7];
+    expected.extend([
+        "plan.expired",
+        "reminder.sent",
+        "hold.placed",
+        "input.recorded",
+        "clock.advanced",
+    ]);
+    assert_eq!(types, expected, "{stdout}");
     let hold = stdout
         .lines()
         .find(|l| l.contains("hold.placed"))
@@ -326,7 +353,7 @@ fn advance_fires_deadlines_up_to_and_at_the_instant() {
     assert!(hold.contains("2025-04-02 10:00:00 +08:00"), "{hold}");
     assert!(hold.contains("app 1400000001 suspended"), "{hold}");
     assert!(
-        stdout.contains("clock at 2025-04-02 10:00:00 +08:00; head 14:"),
+        stdout.contains("clock at 2025-04-02 10:00:00 +08:00; head 22:"),
         "{stdout}"
     );
 
@@ -350,7 +377,7 @@ fn advance_twice_to_the_same_instant_is_idempotent() {
 
     let stdout = ledger.ok(&["advance", "--to", "2025-04-02T10:00:00+08:00"]);
     assert!(
-        stdout.starts_with("already advanced with this key (events 13..14)"),
+        stdout.starts_with("already advanced with this key (events 21..22)"),
         "{stdout}"
     );
     assert!(!stdout.contains("hold.placed"), "{stdout}");
@@ -367,13 +394,11 @@ fn advance_stops_short_of_a_later_deadline() {
     let ledger = Ledger::new();
     ledger.import_text(&fixture_until_purchase());
 
-    // One second before the grace end: the expiry fires, the hold does not yet.
+    // One second before the grace end: the reminders and the expiry fire, the hold does not yet.
     let stdout = ledger.ok(&["advance", "--to", "2025-04-02T09:59:59+08:00"]);
-    assert_eq!(
-        event_types(&stdout),
-        ["plan.expired", "input.recorded", "clock.advanced"],
-        "{stdout}"
-    );
+    let mut expected = vec!["reminder.sent"; 7];
+    expected.extend(["plan.expired", "reminder.sent", "input.recorded", "clock.advanced"]);
+    assert_eq!(event_types(&stdout), expected, "{stdout}");
     assert_eq!(ledger.json(&["state", "app", APP, "--json"])["status"], "grace");
 
     let stdout = ledger.ok(&["advance", "--to", "2025-04-02T10:00:00+08:00"]);

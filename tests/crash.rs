@@ -38,11 +38,13 @@ const ACCOUNTS: usize = 3;
 const APPS_PER_ACCOUNT: usize = 250;
 const FIRST_APP: u64 = 1_400_000_001;
 
-/// A timeline of ~1,650 inputs (~4,000 events in 33 chunks of 50; 0.45 s to import in a
-/// debug build on an idle 2-core machine, 1-1.5 s on a busy one): accounts opened and funded, then apps created and bought
-/// (every edition, 1 to 3 months, some with auto-renew), a clock tick every 40 apps. Half
-/// an hour between inputs spans 34 days, so the first plans expire and renew or lapse, and
-/// the ticks fire those deadlines. Times only increase; every app is created before use.
+/// A timeline of ~1,650 inputs (~4,400 events, expiry reminders and auto-renewals included,
+/// in 33 chunks of 50; 0.45 s to import in a debug build on an idle 2-core machine, 1-1.5 s
+/// on a busy one): accounts opened and funded, then apps created and bought (Standard, Pro,
+/// Pro-plus and Enterprise, 1 to 3 months, some with auto-renew), a clock tick every 40
+/// apps. Half an hour between inputs spans 34 days, so the first plans expire and renew or
+/// lapse, and the ticks fire those deadlines. Times only increase; every app is created
+/// before use.
 fn generate_inputs() -> String {
     let start = chrono::DateTime::parse_from_rfc3339("2025-03-01T09:00:00+08:00").expect("a valid start");
     let mut step = 0i64;

@@ -3,44 +3,70 @@
 //! it is in, has a derived id, chains to the line before it, and is byte for byte an event
 //! of a replay fixture's log. docs/inputs.md has a heading for every input type, and every
 //! line of its ```json blocks parses as an input of its section's type and is a line of a
-//! replay fixture.
+//! replay fixture (or, for the inputs only the ledger writes, the input of an
+//! `input.recorded` in a replay fixture's log).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use chat_ledger::import;
-use chat_ledger::ledger::Ledger;
+use chat_ledger::ledger::{Ledger, SeededKeys};
 use chat_ledger::rulebook::Rulebook;
 use chat_ledger::store::MemoryStore;
 use chat_ledger_events::{decode, event_id, Command, EventBody, Hash, Input};
 
 /// Every event type, as `EventBody::type_name` spells it.
-const EVENT_TYPES: [&str; 14] = [
+const EVENT_TYPES: [&str; 26] = [
     "rulebook.adopted",
     "input.recorded",
     "command.rejected",
     "clock.advanced",
     "account.opened",
     "funds.added",
+    "balance.adjusted",
     "account.charged",
+    "account.refunded",
     "app.created",
     "edition.purchased",
+    "edition.upgraded",
+    "edition.refunded",
     "auto_renew.switched",
+    "auto_renew.attempted",
     "plan.expired",
     "hold.placed",
     "hold.lifted",
     "app.reclaimed",
+    "reminder.sent",
+    "mau.counted",
+    "bill.issued",
+    "bill.charged",
+    "arrears.started",
+    "account.suspended",
+    "arrears.cleared",
 ];
 
 /// Every input type, as `Command::type_name` spells it.
-const INPUT_TYPES: [&str; 6] = [
+const INPUT_TYPES: [&str; 11] = [
     "open_account",
     "add_funds",
     "create_app",
     "buy_edition",
     "set_auto_renew",
+    "login",
+    "login_batch",
+    "refund_edition",
+    "adjust_balance",
+    "flag_violation",
     "advance_clock",
 ];
+
+/// Inputs only the ledger writes: no file may hold them (`import` refuses them as bad
+/// input), so their example is checked against the inputs recorded in the fixtures' logs.
+const LEDGER_WRITTEN_INPUTS: [&str; 1] = ["login_batch"];
+
+/// The seed of the fixtures' vault keys: the one `tests/fixtures.rs` uses, so a login's
+/// user digest in an example is the one the fixture's snapshot shows.
+const FIXTURE_KEY_SEED: &str = "replay-fixtures";
 
 /// Where a variant sits in [`EVENT_TYPES`]. No wildcard arm: a new variant does not
 /// compile until it is listed, and once listed it needs a heading and an example.
@@ -52,14 +78,26 @@ fn event_slot(body: &EventBody) -> usize {
         EventBody::ClockAdvanced { .. } => 3,
         EventBody::AccountOpened { .. } => 4,
         EventBody::FundsAdded { .. } => 5,
-        EventBody::AccountCharged { .. } => 6,
-        EventBody::AppCreated { .. } => 7,
-        EventBody::EditionPurchased { .. } => 8,
-        EventBody::AutoRenewSwitched { .. } => 9,
-        EventBody::PlanExpired { .. } => 10,
-        EventBody::HoldPlaced { .. } => 11,
-        EventBody::HoldLifted { .. } => 12,
-        EventBody::AppReclaimed { .. } => 13,
+        EventBody::BalanceAdjusted { .. } => 6,
+        EventBody::AccountCharged { .. } => 7,
+        EventBody::AccountRefunded { .. } => 8,
+        EventBody::AppCreated { .. } => 9,
+        EventBody::EditionPurchased { .. } => 10,
+        EventBody::EditionUpgraded { .. } => 11,
+        EventBody::EditionRefunded { .. } => 12,
+        EventBody::AutoRenewSwitched { .. } => 13,
+        EventBody::AutoRenewAttempted { .. } => 14,
+        EventBody::PlanExpired { .. } => 15,
+        EventBody::HoldPlaced { .. } => 16,
+        EventBody::HoldLifted { .. } => 17,
+        EventBody::AppReclaimed { .. } => 18,
+        EventBody::ReminderSent { .. } => 19,
+        EventBody::MauCounted { .. } => 20,
+        EventBody::BillIssued { .. } => 21,
+        EventBody::BillCharged { .. } => 22,
+        EventBody::ArrearsStarted { .. } => 23,
+        EventBody::AccountSuspended { .. } => 24,
+        EventBody::ArrearsCleared { .. } => 25,
     }
 }
 
@@ -71,7 +109,12 @@ fn input_slot(command: &Command) -> usize {
         Command::CreateApp { .. } => 2,
         Command::BuyEdition { .. } => 3,
         Command::SetAutoRenew { .. } => 4,
-        Command::AdvanceClock {} => 5,
+        Command::Login { .. } => 5,
+        Command::LoginBatch { .. } => 6,
+        Command::RefundEdition { .. } => 7,
+        Command::AdjustBalance { .. } => 8,
+        Command::FlagViolation { .. } => 9,
+        Command::AdvanceClock {} => 10,
     }
 }
 
@@ -178,13 +221,19 @@ fn fixture_paths() -> Vec<PathBuf> {
     paths
 }
 
-/// The stored bytes of every event of every fixture's log.
+/// The stored bytes of every event of every fixture's log. Imported under the fixture's
+/// full path, as `tests/fixtures.rs` does: bulk login files are found next to it.
 fn fixture_events() -> HashSet<Vec<u8>> {
     let mut events = HashSet::new();
     for path in fixture_paths() {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
-        let mut ledger = Ledger::open(Box::new(MemoryStore::new()), Rulebook::intl_2025()).unwrap();
+        let mut ledger = Ledger::open_with_keys(
+            Box::new(MemoryStore::new()),
+            Rulebook::intl_2025(),
+            Box::new(SeededKeys(FIXTURE_KEY_SEED.to_owned())),
+        )
+        .unwrap();
         import::import(&mut ledger, &name, &text, import::CHUNK_INPUTS_DEFAULT, |_| {})
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         for stored in ledger.store().read(1, usize::MAX).unwrap() {
@@ -192,6 +241,20 @@ fn fixture_events() -> HashSet<Vec<u8>> {
         }
     }
     events
+}
+
+/// The inputs recorded in the fixtures' logs, as compact JSON, keyed by their type.
+fn recorded_inputs(events: &HashSet<Vec<u8>>) -> HashSet<(&'static str, String)> {
+    events
+        .iter()
+        .filter_map(|bytes| match decode(bytes).expect("fixture events decode").event {
+            EventBody::InputRecorded { input } => Some((
+                input.command.type_name(),
+                serde_json::to_string(&input).expect("inputs serialize"),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -250,6 +313,13 @@ fn every_input_type_is_documented_with_a_real_fixture_line() {
         let text = std::fs::read_to_string(&path).unwrap();
         fixture_lines.extend(text.lines().map(str::to_owned));
     }
+    let recorded = recorded_inputs(&fixture_events());
+    for name in LEDGER_WRITTEN_INPUTS {
+        assert!(
+            recorded.iter().any(|(type_name, _)| *type_name == name),
+            "no replay fixture records a {name}: add one, its example must be a recorded one"
+        );
+    }
     for example in &doc.examples {
         let at = doc.at(example);
         let input: Input =
@@ -266,9 +336,16 @@ fn every_input_type_is_documented_with_a_real_fixture_line() {
                 "{at}: a {type_name} example in the section of another type"
             );
         }
-        assert!(
-            fixture_lines.contains(&example.text),
-            "{at}: not a line of any replay fixture; copy a real one from replay-fixtures/"
-        );
+        if LEDGER_WRITTEN_INPUTS.contains(&type_name) {
+            assert!(
+                recorded.contains(&(type_name, example.text.clone())),
+                "{at}: not an input recorded in any replay fixture's log; copy the \"input\" of a real input.recorded from `chat-ledger log --json`"
+            );
+        } else {
+            assert!(
+                fixture_lines.contains(&example.text),
+                "{at}: not a line of any replay fixture; copy a real one from replay-fixtures/"
+            );
+        }
     }
 }

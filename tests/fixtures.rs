@@ -10,7 +10,7 @@ use std::process::Command;
 
 use chat_ledger::describe::{log_line, zone_of};
 use chat_ledger::import;
-use chat_ledger::ledger::Ledger;
+use chat_ledger::ledger::{KeySource, Ledger, SeededKeys};
 use chat_ledger::replay;
 use chat_ledger::rulebook::Rulebook;
 use chat_ledger::store::{EventStore, SledStore};
@@ -22,9 +22,30 @@ use serde_json::{json, Value};
 /// Inputs per acknowledged batch in the first import: small, so fixtures cross batch edges.
 const CHUNK_SMALL: usize = 2;
 
+/// Vault keys from a fixed seed, so user digests (and so the log's bytes) are the same
+/// in every import of a fixture.
+fn fixture_keys() -> Box<dyn KeySource> {
+    Box::new(SeededKeys("replay-fixtures".to_owned()))
+}
+
+/// The projections as JSON, with each app's usage month showing how many users were
+/// counted instead of their digests (thousands of 128-bit numbers say nothing to a reader).
+fn view_json(view: &LedgerView) -> Value {
+    // Through text: `serde_json::to_value` refuses 128-bit numbers.
+    let text = serde_json::to_string(view).expect("views serialize");
+    let mut json: Value = serde_json::from_str(&text).expect("views parse");
+    for app in json["apps"].as_object_mut().expect("apps by id").values_mut() {
+        for month in app["usage"].as_object_mut().expect("usage by month").values_mut() {
+            month["users"] = json!(month["users"].as_array().expect("user digests").len());
+        }
+    }
+    json
+}
+
 fn import_text(dir: &Path, name: &str, text: &str, chunk: usize) {
     let store = SledStore::open(dir).expect("open store");
-    let mut ledger = Ledger::open(Box::new(store), Rulebook::intl_2025()).expect("open ledger");
+    let mut ledger =
+        Ledger::open_with_keys(Box::new(store), Rulebook::intl_2025(), fixture_keys()).expect("open ledger");
     import::import(&mut ledger, name, text, chunk, |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
     ledger.save_snapshot().expect("save snapshot");
 }
@@ -76,11 +97,11 @@ fn assert_subset(expected: &Value, actual: &Value, path: &str) {
 }
 
 fn check_expectations(name: &str, expect: &Value, view: &LedgerView, store: &dyn EventStore) {
-    let view_json = serde_json::to_value(view).expect("views serialize");
+    let view_json = view_json(view);
     if let Some(seq) = expect.get("head_seq") {
         assert_eq!(seq.as_u64(), Some(view.seq), "{name}: head_seq");
     }
-    for section in ["apps", "accounts", "deadlines"] {
+    for section in ["apps", "accounts", "bills", "deadlines"] {
         if let Some(want) = expect.get(section) {
             assert_subset(want, &view_json[section], &format!("{name}.{section}"));
         }
@@ -118,7 +139,8 @@ fn snapshot_text(view: &LedgerView, store: &dyn EventStore) -> String {
         out.push('\n');
     }
     out.push_str(&format!("# head {}:{}\n# projections\n", view.seq, view.head_hash));
-    let projections = json!({ "apps": view.apps, "accounts": view.accounts, "deadlines": view.deadlines });
+    let json = view_json(view);
+    let projections = json!({ "apps": json["apps"], "accounts": json["accounts"], "deadlines": json["deadlines"] });
     out.push_str(&serde_json::to_string_pretty(&projections).expect("views serialize"));
     out
 }
@@ -127,6 +149,8 @@ fn snapshot_text(view: &LedgerView, store: &dyn EventStore) -> String {
 fn replay_fixtures() {
     insta::glob!("../replay-fixtures", "*.jsonl", |path| {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // Imported under its full path: `ingest_logins` files are found next to the fixture.
+        let source = path.to_string_lossy().into_owned();
         let text = std::fs::read_to_string(path).unwrap();
         let expect_path = path.with_extension("expect.json");
         let expect: Value = serde_json::from_str(&std::fs::read_to_string(&expect_path).unwrap_or_else(|_| {
@@ -141,7 +165,7 @@ fn replay_fixtures() {
         let dir = tempfile::tempdir().unwrap();
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
         let (first, second) = lines.split_at(lines.len() / 2);
-        import_text(dir.path(), &name, &first.concat(), CHUNK_SMALL);
+        import_text(dir.path(), &source, &first.concat(), CHUNK_SMALL);
         let snapshot_seq = {
             let store = SledStore::open(dir.path()).unwrap();
             replay::snapshot_position(&store)
@@ -149,8 +173,8 @@ fn replay_fixtures() {
                 .expect("a snapshot after the first half")
         };
         let store = SledStore::open(dir.path()).unwrap();
-        let mut ledger = Ledger::open(Box::new(store), Rulebook::intl_2025()).unwrap();
-        import::import(&mut ledger, &name, &second.concat(), CHUNK_SMALL, |_| {}).unwrap();
+        let mut ledger = Ledger::open_with_keys(Box::new(store), Rulebook::intl_2025(), fixture_keys()).unwrap();
+        import::import(&mut ledger, &source, &second.concat(), CHUNK_SMALL, |_| {}).unwrap();
         drop(ledger);
 
         let store = SledStore::open(dir.path()).unwrap();
@@ -198,7 +222,7 @@ fn replay_fixtures() {
 
         // Batch boundaries change nothing: one big batch gives the same bytes.
         let whole = tempfile::tempdir().unwrap();
-        import_text(whole.path(), &name, &text, import::CHUNK_INPUTS_DEFAULT);
+        import_text(whole.path(), &source, &text, import::CHUNK_INPUTS_DEFAULT);
         let store = SledStore::open(whole.path()).unwrap();
         assert!(export_of(&store) == export, "{name}: export depends on batch size");
     });

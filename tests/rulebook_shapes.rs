@@ -1,5 +1,6 @@
 //! Rule shapes are data: the same inputs under a test-only rulebook (48 h grace, T → T−1
-//! validity, 2 apps per account, cash paid first) behave differently with no code change.
+//! validity, 2 apps per account, cash paid first, 7 reminder days after expiry instead of
+//! 1) behave differently with no code change.
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use chat_ledger::import;
 use chat_ledger::ledger::{Ledger, LedgerError};
 use chat_ledger::rulebook::Rulebook;
 use chat_ledger::store::MemoryStore;
-use chat_ledger_events::{AccountId, AppId, Instant};
+use chat_ledger_events::{AccountId, AppId, Instant, StreamId};
 use chat_ledger_projections::{AppStatus, LedgerView};
 
 const INPUTS: &str = r#"{"key":"open","at":"2025-03-01T09:00:00+08:00","actor":"customer","type":"open_account","account":"acme","creator":{"email":"ops@acme.example","sms":"+65-8000-0001"}}
@@ -79,6 +80,19 @@ fn a_second_rulebook_changes_behaviour_without_code() {
         (test_b.gift.to_string(), test_b.cash.to_string()),
         ("100.00 USD".into(), "101.00 USD".into())
     );
+
+    // reminder.expiry: 7 days up to the expiry day, then 1 day (intl-2025) or 7 (test).
+    // By Apr 1 12:00 the intl plan (expiry day Apr 1) sent its reminders of Mar 26 … Apr 1:
+    // 7; the test plan (expiry day Mar 31) those of Mar 25 … Mar 31 and, after, Apr 1: 8.
+    // They go on the account's stream, after account.opened, 2 × funds.added and
+    // account.charged (and, under the test rulebook, the refused third app).
+    let account = StreamId::account(&acme);
+    assert_eq!(intl.stream_version(&account), 4 + 7);
+    assert_eq!(test.stream_version(&account), 4 + 1 + 8);
+    for view in [&intl, &test] {
+        let next = view.apps[&app].next_reminder.as_ref().expect("the series goes on");
+        assert_eq!(next.at, t("2025-04-02T00:00:00+08:00"));
+    }
 }
 
 #[test]

@@ -581,6 +581,118 @@ fn racing_appends_on_one_head_let_exactly_one_in(store: &dyn EventStore) {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The vault: apps' user-digest keys, apart from the log
+
+fn vault_key(n: u8) -> [u8; 32] {
+    let mut key = [n; 32];
+    key[31] = !n;
+    key
+}
+
+fn a_vault_key_is_put_once_and_put_returns_the_key_in_place(store: &dyn EventStore) {
+    let (one, two) = (AppId(1400000001), AppId(1400000002));
+    assert_eq!(store.app_key(one).unwrap(), None, "no key before the first put");
+    assert_eq!(
+        store.put_app_key(one, vault_key(1)).unwrap(),
+        vault_key(1),
+        "the first put stores its key"
+    );
+    assert_eq!(store.app_key(one).unwrap(), Some(vault_key(1)));
+
+    // A second put never replaces the key: digests made under it must stay comparable.
+    assert_eq!(
+        store.put_app_key(one, vault_key(9)).unwrap(),
+        vault_key(1),
+        "a second put returns the key already there"
+    );
+    assert_eq!(
+        store.app_key(one).unwrap(),
+        Some(vault_key(1)),
+        "and leaves it in place"
+    );
+
+    // Keys are per app.
+    assert_eq!(store.app_key(two).unwrap(), None);
+    assert_eq!(store.put_app_key(two, vault_key(2)).unwrap(), vault_key(2));
+    assert_eq!(store.app_key(one).unwrap(), Some(vault_key(1)));
+    assert_eq!(store.app_key(two).unwrap(), Some(vault_key(2)));
+
+    // The vault is not the log.
+    assert_eq!(store.head().unwrap(), Head::EMPTY, "vault keys are not events");
+    assert!(store.read(0, 10).unwrap().is_empty());
+    assert_eq!(store.get_snapshot("apps").unwrap(), None);
+}
+
+fn a_destroyed_vault_key_is_gone_and_only_that_one(store: &dyn EventStore) {
+    let (one, two) = (AppId(1400000001), AppId(1400000002));
+    let events = append(store, &[("k1", &[app(1400000001), clock()])]);
+    store.put_app_key(one, vault_key(1)).unwrap();
+    store.put_app_key(two, vault_key(2)).unwrap();
+
+    store.destroy_app_key(one).unwrap();
+    assert_eq!(
+        store.app_key(one).unwrap(),
+        None,
+        "destroyed: the digests can no longer be tied to users"
+    );
+    assert_eq!(
+        store.app_key(two).unwrap(),
+        Some(vault_key(2)),
+        "another app's key is untouched"
+    );
+    // Destroying is idempotent: a crash between a reclamation and its shredding repeats it.
+    store.destroy_app_key(one).unwrap();
+    assert_eq!(store.app_key(one).unwrap(), None);
+    // Destroying a key that never existed is no error either.
+    store.destroy_app_key(AppId(1400000003)).unwrap();
+    assert_eq!(store.app_key(AppId(1400000003)).unwrap(), None);
+
+    // The log is untouched by the shredding.
+    assert_eq!(
+        store.head().unwrap(),
+        Head {
+            seq: 2,
+            hash: events[1].hash
+        }
+    );
+    assert_eq!(store.read(1, 10).unwrap(), stored(&events.iter().collect::<Vec<_>>()));
+
+    // The trait stores a key when the app has none, so a put after a destroy stores anew
+    // (the ledger never asks: it checks for reclamation first).
+    assert_eq!(store.put_app_key(one, vault_key(7)).unwrap(), vault_key(7));
+    assert_eq!(store.app_key(one).unwrap(), Some(vault_key(7)));
+}
+
+fn racing_vault_puts_agree_on_one_key(store: &dyn EventStore) {
+    const THREADS: usize = 4;
+    for round in 0..20u8 {
+        let app = AppId(1400000100 + u64::from(round));
+        let start = std::sync::Barrier::new(THREADS);
+        let returned: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS as u8)
+                .map(|i| {
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        store.put_app_key(app, vault_key(i + 1)).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let kept = store.app_key(app).unwrap().expect("one of the puts stored its key");
+        assert!(
+            (1..=THREADS as u8).any(|i| kept == vault_key(i)),
+            "round {round}: a key that was put"
+        );
+        assert!(
+            returned.iter().all(|k| *k == kept),
+            "round {round}: every put returns the one key kept"
+        );
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -620,6 +732,9 @@ conformance!(
     snapshots_are_put_got_and_replaced,
     malformed_batches_are_refused_and_nothing_is_written,
     racing_appends_on_one_head_let_exactly_one_in,
+    a_vault_key_is_put_once_and_put_returns_the_key_in_place,
+    a_destroyed_vault_key_is_gone_and_only_that_one,
+    racing_vault_puts_agree_on_one_key,
 );
 
 #[test]
@@ -666,16 +781,45 @@ mod sled_only {
         assert_eq!(store.head().unwrap().seq, 5);
     }
 
+    #[test]
+    fn vault_keys_and_their_destruction_survive_closing_and_reopening() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (one, two) = (AppId(1400000001), AppId(1400000002));
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.put_app_key(one, vault_key(1)).unwrap();
+            store.put_app_key(two, vault_key(2)).unwrap();
+            store.destroy_app_key(two).unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.app_key(one).unwrap(),
+            Some(vault_key(1)),
+            "a stored key is still there"
+        );
+        assert_eq!(store.app_key(two).unwrap(), None, "a destroyed key stays destroyed");
+        assert_eq!(
+            store.put_app_key(one, vault_key(9)).unwrap(),
+            vault_key(1),
+            "after a reopen a put still returns the key in place"
+        );
+    }
+
     const CRASH_DIR: &str = "STORE_CONFORMANCE_CRASH_DIR";
     const CRASH_AFTER: &str = "STORE_CONFORMANCE_CRASH_AFTER";
 
-    /// The child half of the test below: one acknowledged write (an append or a snapshot),
+    /// The child half of the test below: one acknowledged write (an append, a snapshot,
+    /// a vault key stored or destroyed),
     /// then death without any destructor running (sled flushes on drop, which would hide
     /// a missing flush, and so would a second write's flush).
     fn write_then_abort(dir: &str, what: &str) -> ! {
         let store = SledStore::open(std::path::Path::new(dir)).unwrap();
         match what {
             "append" => drop(append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(2)])])),
+            "vault-put" => {
+                store.put_app_key(AppId(1400000001), vault_key(1)).unwrap();
+            }
+            "vault-destroy" => store.destroy_app_key(AppId(1400000001)).unwrap(),
             _ => store.put_snapshot("apps", b"snap").unwrap(),
         }
         std::process::abort();
@@ -714,8 +858,23 @@ mod sled_only {
             assert!(store.key_record(&key("k2")).unwrap().is_some());
         }
         crash_child(dir.path(), "snapshot");
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.get_snapshot("apps").unwrap().as_deref(), Some(&b"snap"[..]));
+            assert_eq!(store.head().unwrap().seq, 3);
+        }
+        crash_child(dir.path(), "vault-put");
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.app_key(AppId(1400000001)).unwrap(), Some(vault_key(1)));
+        }
+        crash_child(dir.path(), "vault-destroy");
         let store = SledStore::open(dir.path()).unwrap();
-        assert_eq!(store.get_snapshot("apps").unwrap().as_deref(), Some(&b"snap"[..]));
+        assert_eq!(
+            store.app_key(AppId(1400000001)).unwrap(),
+            None,
+            "a destruction is durable on return"
+        );
         assert_eq!(store.head().unwrap().seq, 3);
     }
 
@@ -726,6 +885,7 @@ mod sled_only {
             let store = SledStore::open(dir.path()).unwrap();
             let events = append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(1)])]);
             store.put_snapshot("apps", b"snap").unwrap();
+            store.put_app_key(AppId(1400000001), vault_key(1)).unwrap();
             events
         };
         let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
@@ -770,11 +930,18 @@ mod sled_only {
         assert_eq!(log.len(), 3 + 3 + 2 + 2 + 1, "nothing else in the log tree");
         let snapshots = db.open_tree("snapshots").unwrap();
         assert_eq!(snapshots.get("apps").unwrap().unwrap().to_vec(), b"snap".to_vec());
+        let vault = db.open_tree("vault").unwrap();
+        assert_eq!(
+            vault.get(be(1400000001)).unwrap().unwrap().to_vec(),
+            vault_key(1).to_vec(),
+            "SDKAppID u64 big-endian → the 32-byte key"
+        );
+        assert_eq!(vault.len(), 1, "nothing else in the vault tree");
 
         // Without `h`, the head falls back on the last event, and says so.
         log.remove(b"h").unwrap();
         db.flush().unwrap();
-        drop((log, snapshots, db));
+        drop((log, snapshots, vault, db));
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(store.stored_head().unwrap(), None);
         assert_eq!(

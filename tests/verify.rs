@@ -3,7 +3,7 @@
 //! (`verify`, [`verify_store`]), and `export` → `import --events` must round-trip the log
 //! byte for byte.
 //!
-//! Every test builds its own log by importing the replay fixture (15 events) into a
+//! Every test builds its own log by importing the replay fixture (23 events) into a
 //! tempdir with the real binary, exports it, and damages a copy. The positions asserted
 //! below are those of that fixture's events:
 //!
@@ -14,7 +14,15 @@
 //! | 5 | funds.added `"amount":"500.00 USD"` |
 //! | 7 | app.created |
 //! | 8 | input.recorded (buy_edition) |
-//! | 15 | clock.advanced (the head) |
+//! | 9 | edition.purchased |
+//! | 10 | account.charged |
+//! | 11 | reminder.sent (the first of 7, stream `account:acme` at version 4) |
+//! | 18 | plan.expired |
+//! | 19 | reminder.sent (the day after expiry) |
+//! | 20 | hold.placed |
+//! | 21 | app.reclaimed |
+//! | 22 | input.recorded (advance_clock) |
+//! | 23 | clock.advanced (the head) |
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -29,7 +37,7 @@ const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/replay-fixtures/expiry-suspension-reclamation.jsonl"
 );
-const EVENTS: u64 = 15;
+const EVENTS: u64 = 23;
 
 // ---------------------------------------------------------------------------------------
 // Running the binary
@@ -314,8 +322,8 @@ fn a_gap_names_the_missing_position_wherever_it_is() {
     assert_export_fails(&log, &join(&lines), None, 1, "holds event 2 instead of event 1");
 
     let mut lines = log.lines.clone();
-    lines.remove(13); // event 14; the head, event 15, is still there
-    assert_export_fails(&log, &join(&lines), None, 14, "holds event 15 instead of event 14");
+    lines.remove(21); // event 22; the head, event 23, is still there
+    assert_export_fails(&log, &join(&lines), None, 22, "holds event 23 instead of event 22");
 }
 
 #[test]
@@ -324,16 +332,16 @@ fn a_truncated_export_fails_only_against_a_kept_head() {
     let truncated = &log.lines[..log.lines.len() - 3];
     // A clean truncation (whole lines cut from the end) leaves a valid, shorter chain:
     // without a head kept from before, nothing can tell it from a log that simply ended
-    // at event 12. Only the kept head catches it.
+    // at event 20. Only the kept head catches it.
     let head = assert_export_ok(&log, &join(truncated), None);
-    assert!(head.starts_with("12:"), "{head}");
+    assert!(head.starts_with("20:"), "{head}");
 
-    assert_export_fails(&log, &join(truncated), Some(&log.head), 13, "truncated");
+    assert_export_fails(&log, &join(truncated), Some(&log.head), 21, "truncated");
     assert_export_fails(
         &log,
         &join(truncated),
         Some(log.head_hash()),
-        13,
+        21,
         "nowhere in this chain",
     );
 }
@@ -351,7 +359,8 @@ fn an_altered_last_line_is_caught_only_by_a_kept_head() {
     // No later event links to the last one: a kept head is the only witness.
     let log = build_log();
     let mut lines = log.lines.clone();
-    lines[14] = replace_once(&lines[14], "\"id\":\"a9200643-", "\"id\":\"b9200643-");
+    let last = EVENTS as usize - 1;
+    lines[last] = replace_once(&lines[last], "\"id\":\"a9200643-", "\"id\":\"b9200643-");
     assert_export_ok(&log, &join(&lines), None);
     assert_export_fails(&log, &join(&lines), Some(&log.head), EVENTS, "rewritten");
 }
@@ -369,7 +378,7 @@ fn rewritten_history_with_a_recomputed_chain_is_caught_only_by_a_kept_head() {
 
     // A consistent forgery: every link holds, every event applies.
     let forged_head = assert_export_ok(&log, &join(&lines), None);
-    assert!(forged_head.starts_with("15:"), "{forged_head}");
+    assert!(forged_head.starts_with(&format!("{EVENTS}:")), "{forged_head}");
     assert_ne!(forged_head, log.head);
 
     // The kept SEQ:HASH names the position whose hash differs: the kept head's own.
@@ -418,26 +427,26 @@ fn a_store_with_an_altered_last_event_is_caught_by_its_head_record() {
 #[test]
 fn a_store_with_a_truncated_tail_is_caught_by_its_head_record() {
     // The last events removed (and nothing else): the chain itself is intact and ends at
-    // 13; the head record still says 15, so event 14 is the first one missing (not 13, which is intact).
+    // 21; the head record still says 23, so event 22 is the first one missing (not 21, which is intact).
     let log = build_log();
     tamper_store(&log.data, |tree| {
-        for seq in [14, 15] {
+        for seq in [22, 23] {
             tree.remove(event_key(seq)).unwrap().expect("the event was stored");
         }
     });
-    assert_store_fails(&log.data, None, 14, "truncated");
+    assert_store_fails(&log.data, None, 22, "truncated");
 }
 
 #[test]
 fn a_store_with_its_head_record_deleted_along_with_its_tail_is_caught() {
     let log = build_log();
     tamper_store(&log.data, |tree| {
-        for seq in [14, 15] {
+        for seq in [22, 23] {
             tree.remove(event_key(seq)).unwrap().expect("the event was stored");
         }
         tree.remove(b"h").unwrap().expect("the head record was stored");
     });
-    assert_store_fails(&log.data, None, 14, "head record is missing");
+    assert_store_fails(&log.data, None, 22, "head record is missing");
 }
 
 #[test]
@@ -509,7 +518,7 @@ fn a_restore_continues_a_store_holding_a_prefix() {
     let rest = cli(&restored, &["import", "--events", whole.to_str().unwrap()]);
     assert_ok(&rest, "restore of the rest");
     assert!(
-        stdout(&rest).starts_with("restored 5 event(s) from "),
+        stdout(&rest).starts_with("restored 13 event(s) from "),
         "{}",
         stdout(&rest)
     );
@@ -520,7 +529,8 @@ fn a_restore_continues_a_store_holding_a_prefix() {
 fn restoring_a_tampered_export_is_refused_and_appends_nothing() {
     let log = build_log();
     let mut lines = log.lines.clone();
-    lines[10] = replace_once(&lines[10], "\"version\":3", "\"version\":4");
+    // Event 11, the first reminder, is version 4 of account:acme: claiming 5 skips one.
+    lines[10] = replace_once(&lines[10], "\"version\":4", "\"version\":5");
     let tampered = log.file("tampered.jsonl", &join(&lines));
     let tampered = tampered.to_str().unwrap();
 

@@ -104,7 +104,12 @@ pub struct BillLine {
 pub enum EventBody {
     /// The ledger adopted a rulebook: every later decision names it.
     #[serde(rename = "rulebook.adopted")]
-    RulebookAdopted { rulebook: String, seed: String, zone: String, currency: Currency },
+    RulebookAdopted {
+        rulebook: String,
+        seed: String,
+        zone: String,
+        currency: Currency,
+    },
 
     /// An accepted input, verbatim (user ids replaced by their digests), so an auditor or a
     /// later rulebook can re-run the decisions.
@@ -122,22 +127,46 @@ pub enum EventBody {
     AccountOpened { account: AccountId, creator: Contact },
 
     #[serde(rename = "funds.added")]
-    FundsAdded { account: AccountId, kind: MoneyKind, amount: Money },
+    FundsAdded {
+        account: AccountId,
+        kind: MoneyKind,
+        amount: Money,
+    },
 
     /// A support credit (positive) or debit (negative), with its reason.
     #[serde(rename = "balance.adjusted")]
-    BalanceAdjusted { account: AccountId, kind: MoneyKind, amount: Money, reason: String },
+    BalanceAdjusted {
+        account: AccountId,
+        kind: MoneyKind,
+        amount: Money,
+        reason: String,
+    },
 
     /// Money taken from an account's balance for an order.
     #[serde(rename = "account.charged")]
-    AccountCharged { account: AccountId, order: String, amount: Money, split: KindAmounts },
+    AccountCharged {
+        account: AccountId,
+        order: String,
+        amount: Money,
+        split: KindAmounts,
+    },
 
     /// Money returned to an account's balance for refunded orders (vouchers excepted).
     #[serde(rename = "account.refunded")]
-    AccountRefunded { account: AccountId, orders: Vec<String>, amount: Money, split: KindAmounts },
+    AccountRefunded {
+        account: AccountId,
+        orders: Vec<String>,
+        amount: Money,
+        split: KindAmounts,
+    },
 
     #[serde(rename = "app.created")]
-    AppCreated { app: AppId, account: AccountId, name: String, edition: EditionId },
+    AppCreated {
+        app: AppId,
+        account: AccountId,
+        name: String,
+        edition: EditionId,
+    },
 
     #[serde(rename = "edition.purchased")]
     EditionPurchased {
@@ -163,6 +192,8 @@ pub enum EventBody {
         order: String,
         from: EditionId,
         to: EditionId,
+        /// The new edition's monthly price: what the plan renews at from now on.
+        monthly_price: Money,
         amount: Money,
         remaining_seconds: u64,
         period_seconds: u64,
@@ -171,18 +202,33 @@ pub enum EventBody {
 
     /// The plan's orders refunded; the plan ends now (`refund.five_day`).
     #[serde(rename = "edition.refunded")]
-    EditionRefunded { app: AppId, orders: Vec<String>, refund: Money, days_used: u32, days_total: u32 },
+    EditionRefunded {
+        app: AppId,
+        orders: Vec<String>,
+        refund: Money,
+        days_used: u32,
+        days_total: u32,
+    },
 
     #[serde(rename = "auto_renew.switched")]
     AutoRenewSwitched { app: AppId, on: bool },
 
     /// At expiry, with auto-renew on: whether the ledger renewed, and why not.
     #[serde(rename = "auto_renew.attempted")]
-    AutoRenewAttempted { app: AppId, outcome: RenewalOutcome, price: Money, available: Money },
+    AutoRenewAttempted {
+        app: AppId,
+        outcome: RenewalOutcome,
+        price: Money,
+        available: Money,
+    },
 
     /// The plan's validity ended; the app stays usable until `grace_ends_at`.
     #[serde(rename = "plan.expired")]
-    PlanExpired { app: AppId, valid_until: Instant, grace_ends_at: Instant },
+    PlanExpired {
+        app: AppId,
+        valid_until: Instant,
+        grace_ends_at: Instant,
+    },
 
     /// A hold was put on the app. `reclamation_at` is set when this hold made a usable app
     /// unusable: the instant its resources will be reclaimed unless it is usable again.
@@ -233,16 +279,34 @@ pub enum EventBody {
 
     /// A postpaid bill, pushed.
     #[serde(rename = "bill.issued")]
-    BillIssued { account: AccountId, app: AppId, bill: String, month: String, edition: EditionId, lines: Vec<BillLine>, total: Money },
+    BillIssued {
+        account: AccountId,
+        app: AppId,
+        bill: String,
+        month: String,
+        edition: EditionId,
+        lines: Vec<BillLine>,
+        total: Money,
+    },
 
     /// A pushed bill charged to the balance; `balance_after` below zero is arrears.
     #[serde(rename = "bill.charged")]
-    BillCharged { account: AccountId, bill: String, amount: Money, split: KindAmounts, balance_after: Money },
+    BillCharged {
+        account: AccountId,
+        bill: String,
+        amount: Money,
+        split: KindAmounts,
+        balance_after: Money,
+    },
 
     /// The balance is negative after a bill push: the account's apps are held at `suspend_at`
     /// unless it is topped up to zero or above before.
     #[serde(rename = "arrears.started")]
-    ArrearsStarted { account: AccountId, balance: Money, suspend_at: Instant },
+    ArrearsStarted {
+        account: AccountId,
+        balance: Money,
+        suspend_at: Instant,
+    },
 
     /// Still in arrears when the arrears grace ended: every app of the account is held.
     #[serde(rename = "account.suspended")]

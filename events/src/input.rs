@@ -22,7 +22,12 @@ pub enum MoneyKind {
 }
 
 impl MoneyKind {
-    pub const ALL: [MoneyKind; 4] = [MoneyKind::Cash, MoneyKind::IncomeTransfer, MoneyKind::Gift, MoneyKind::Voucher];
+    pub const ALL: [MoneyKind; 4] = [
+        MoneyKind::Cash,
+        MoneyKind::IncomeTransfer,
+        MoneyKind::Gift,
+        MoneyKind::Voucher,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             MoneyKind::Cash => "cash",

@@ -271,7 +271,12 @@ pub struct KindAmounts {
 impl KindAmounts {
     pub fn zero(currency: Currency) -> KindAmounts {
         let zero = Money::zero(currency);
-        KindAmounts { cash: zero, income_transfer: zero, gift: zero, voucher: zero }
+        KindAmounts {
+            cash: zero,
+            income_transfer: zero,
+            gift: zero,
+            voucher: zero,
+        }
     }
 
     pub fn get(&self, kind: crate::MoneyKind) -> Money {
@@ -298,7 +303,9 @@ impl KindAmounts {
     pub fn total(&self) -> Money {
         crate::MoneyKind::ALL
             .iter()
-            .fold(Money::zero(self.cash.currency()), |sum, &k| sum.checked_add(self.get(k)).expect("one currency"))
+            .fold(Money::zero(self.cash.currency()), |sum, &k| {
+                sum.checked_add(self.get(k)).expect("one currency")
+            })
     }
 
     /// Adds `other` kind by kind; `None` on a currency mismatch.

@@ -135,6 +135,15 @@ impl AppView {
         self.reclaimed_at.is_none() && self.holds.is_empty()
     }
 
+    /// Whether the app was usable at `t`, by its history of unusable periods.
+    pub fn usable_at(&self, t: Instant) -> bool {
+        self.reclaimed_at.is_none()
+            && !self
+                .unusable_periods
+                .iter()
+                .any(|(from, to)| *from <= t && to.is_none_or(|to| t < to))
+    }
+
     pub(crate) fn derive_status(&self) -> AppStatus {
         if self.reclaimed_at.is_some() {
             AppStatus::Reclaimed
@@ -165,7 +174,13 @@ impl AppView {
         let mut out = Vec::new();
         let stream = StreamId::app(self.app);
         let mut push = |at: Instant, kind: DeadlineKind, cause: Uuid| {
-            out.push(Deadline { at, kind, stream: stream.clone(), subject: Subject::App(self.app), cause })
+            out.push(Deadline {
+                at,
+                kind,
+                stream: stream.clone(),
+                subject: Subject::App(self.app),
+                cause,
+            })
         };
         if let Some(bill) = self.next_bill_push() {
             push(bill.at, DeadlineKind::BillPush, bill.cause);

@@ -130,7 +130,9 @@ pub fn user_digest(hex_text: &str) -> Result<u128, String> {
 }
 
 fn add(balance: &mut Money, amount: Money) -> Result<(), String> {
-    *balance = balance.checked_add(amount).ok_or("currency differs from the balance's")?;
+    *balance = balance
+        .checked_add(amount)
+        .ok_or("currency differs from the balance's")?;
     Ok(())
 }
 
@@ -158,9 +160,17 @@ impl LedgerView {
     /// log is inconsistent (an event that cannot follow what came before): `verify`
     /// reports it; the writer treats it as a bug.
     pub fn apply(&mut self, event: &Envelope, hash: Hash) -> Result<(), ProjectionError> {
-        let fail = |reason: String| ProjectionError { seq: event.seq, event_type: event.event.type_name(), reason };
+        let fail = |reason: String| ProjectionError {
+            seq: event.seq,
+            event_type: event.event.type_name(),
+            reason,
+        };
         if event.seq != self.seq + 1 {
-            return Err(fail(format!("follows position {}, expected position {}", self.seq, self.seq + 1)));
+            return Err(fail(format!(
+                "follows position {}, expected position {}",
+                self.seq,
+                self.seq + 1
+            )));
         }
         let version = self.stream_version(&event.stream);
         if event.version != version + 1 {
@@ -171,7 +181,10 @@ impl LedgerView {
         }
         if let Some(clock) = self.clock {
             if event.occurred_at < clock {
-                return Err(fail(format!("occurred at {} before the ledger's clock {clock}", event.occurred_at)));
+                return Err(fail(format!(
+                    "occurred at {} before the ledger's clock {clock}",
+                    event.occurred_at
+                )));
             }
         }
         self.apply_body(event).map_err(fail)?;
@@ -187,18 +200,29 @@ impl LedgerView {
     }
 
     fn account_mut(&mut self, account: &AccountId) -> Result<&mut AccountView, String> {
-        self.accounts.get_mut(account).ok_or_else(|| format!("unknown account {account}"))
+        self.accounts
+            .get_mut(account)
+            .ok_or_else(|| format!("unknown account {account}"))
     }
 
     fn apply_body(&mut self, event: &Envelope) -> Result<(), String> {
         let at = event.occurred_at;
         let id = event.id;
         match &event.event {
-            EventBody::RulebookAdopted { rulebook, seed, zone, currency } => {
+            EventBody::RulebookAdopted {
+                rulebook,
+                seed,
+                zone,
+                currency,
+            } => {
                 if self.rulebook.is_some() {
                     return Err("a rulebook was already adopted".into());
                 }
-                self.rulebook = Some(RulebookView { rulebook: rulebook.clone(), seed: seed.clone(), zone: zone.clone() });
+                self.rulebook = Some(RulebookView {
+                    rulebook: rulebook.clone(),
+                    seed: seed.clone(),
+                    zone: zone.clone(),
+                });
                 self.currency = Some(*currency);
             }
             EventBody::InputRecorded { .. } => self.inputs_recorded += 1,
@@ -233,42 +257,72 @@ impl LedgerView {
                 add(view.balances.get_mut(*kind), *amount)?;
                 add(view.funded.get_mut(*kind), *amount)?;
             }
-            EventBody::BalanceAdjusted { account, kind, amount, .. } => {
+            EventBody::BalanceAdjusted {
+                account, kind, amount, ..
+            } => {
                 let view = self.account_mut(account)?;
                 add(view.balances.get_mut(*kind), *amount)?;
                 add(view.adjusted.get_mut(*kind), *amount)?;
             }
-            EventBody::AccountCharged { account, order, amount, split } => {
+            EventBody::AccountCharged {
+                account,
+                order,
+                amount,
+                split,
+            } => {
                 if split.total() != *amount {
                     return Err(format!("split does not add up to {amount}"));
                 }
                 sub_all(&mut self.account_mut(account)?.balances, split)?;
-                let order = self.orders.get_mut(order).ok_or_else(|| format!("unknown order {order}"))?;
+                let order = self
+                    .orders
+                    .get_mut(order)
+                    .ok_or_else(|| format!("unknown order {order}"))?;
                 if order.paid.is_some() {
                     return Err("order already charged".into());
                 }
                 order.paid = Some(*split);
             }
-            EventBody::AccountRefunded { account, orders, amount, split } => {
+            EventBody::AccountRefunded {
+                account,
+                orders,
+                amount,
+                split,
+            } => {
                 if split.total() != *amount {
                     return Err(format!("split does not add up to {amount}"));
                 }
                 add_all(&mut self.account_mut(account)?.balances, split)?;
                 // The split is recorded on the first order; the others are marked refunded.
                 for (index, order) in orders.iter().enumerate() {
-                    let view = self.orders.get_mut(order).ok_or_else(|| format!("unknown order {order}"))?;
+                    let view = self
+                        .orders
+                        .get_mut(order)
+                        .ok_or_else(|| format!("unknown order {order}"))?;
                     if view.refunded.is_some() {
                         return Err(format!("order {order} already refunded"));
                     }
-                    view.refunded = Some(if index == 0 { *split } else { KindAmounts::zero(split.cash.currency()) });
+                    view.refunded = Some(if index == 0 {
+                        *split
+                    } else {
+                        KindAmounts::zero(split.cash.currency())
+                    });
                 }
             }
-            EventBody::AppCreated { app, account, name, edition } => {
+            EventBody::AppCreated {
+                app,
+                account,
+                name,
+                edition,
+            } => {
                 if self.apps.contains_key(app) {
                     return Err(format!("app {app} already exists"));
                 }
                 self.account_mut(account)?.apps.insert(*app);
-                self.apps.insert(*app, AppView::new(*app, account.clone(), name.clone(), edition.clone(), at));
+                self.apps.insert(
+                    *app,
+                    AppView::new(*app, account.clone(), name.clone(), edition.clone(), at),
+                );
             }
             EventBody::EditionPurchased {
                 app,
@@ -282,7 +336,12 @@ impl LedgerView {
                 first_reminder_at,
                 ..
             } => {
-                let account = self.apps.get(app).ok_or_else(|| format!("unknown app {app}"))?.account.clone();
+                let account = self
+                    .apps
+                    .get(app)
+                    .ok_or_else(|| format!("unknown app {app}"))?
+                    .account
+                    .clone();
                 self.new_order(order, *app, &account, edition, *amount, at)?;
                 self.change_app(*app, |view| {
                     view.edition = edition.clone();
@@ -302,13 +361,26 @@ impl LedgerView {
                     Ok(())
                 })?;
             }
-            EventBody::EditionUpgraded { app, order, to, amount, .. } => {
-                let account = self.apps.get(app).ok_or_else(|| format!("unknown app {app}"))?.account.clone();
+            EventBody::EditionUpgraded {
+                app,
+                order,
+                to,
+                monthly_price,
+                amount,
+                ..
+            } => {
+                let account = self
+                    .apps
+                    .get(app)
+                    .ok_or_else(|| format!("unknown app {app}"))?
+                    .account
+                    .clone();
                 self.new_order(order, *app, &account, to, *amount, at)?;
                 self.change_app(*app, |view| {
                     let plan = view.plan.as_mut().ok_or("no plan to upgrade")?;
                     plan.orders.push(order.clone());
                     plan.edition = to.clone();
+                    plan.monthly_price = *monthly_price;
                     view.edition = to.clone();
                     view.orders += 1;
                     Ok(())
@@ -327,14 +399,26 @@ impl LedgerView {
                 Ok(())
             })?,
             EventBody::AutoRenewAttempted { .. } => {}
-            EventBody::PlanExpired { app, valid_until, grace_ends_at } => self.change_app(*app, |view| {
+            EventBody::PlanExpired {
+                app,
+                valid_until,
+                grace_ends_at,
+            } => self.change_app(*app, |view| {
                 if view.plan.is_none() || view.expired.is_some() {
                     return Err("no valid plan to expire".into());
                 }
-                view.expired = Some(ExpiredView { valid_until: *valid_until, grace_ends_at: *grace_ends_at, cause: id });
+                view.expired = Some(ExpiredView {
+                    valid_until: *valid_until,
+                    grace_ends_at: *grace_ends_at,
+                    cause: id,
+                });
                 Ok(())
             })?,
-            EventBody::HoldPlaced { app, hold, reclamation_at } => self.change_app(*app, |view| {
+            EventBody::HoldPlaced {
+                app,
+                hold,
+                reclamation_at,
+            } => self.change_app(*app, |view| {
                 if view.holds.contains_key(hold) {
                     return Err(format!("hold {} is already placed", hold.as_str()));
                 }
@@ -342,13 +426,20 @@ impl LedgerView {
                     (true, Some(reclaim)) => {
                         view.unusable_since = Some(at);
                         view.unusable_periods.push((at, None));
-                        view.reclamation = Some(Pending { at: *reclaim, cause: id });
+                        view.reclamation = Some(Pending {
+                            at: *reclaim,
+                            cause: id,
+                        });
                     }
                     (false, None) => {}
                     (true, None) => return Err("makes the app unusable but sets no reclamation instant".into()),
                     (false, Some(_)) => return Err("sets a reclamation instant on an app already unusable".into()),
                 }
                 view.holds.insert(*hold, HoldView { since: at, cause: id });
+                if *hold == HoldKind::Violation {
+                    // Nothing can renew a plan under a violation hold: its reminders stop.
+                    view.next_reminder = None;
+                }
                 Ok(())
             })?,
             EventBody::HoldLifted { app, hold } => self.change_app(*app, |view| {
@@ -386,7 +477,15 @@ impl LedgerView {
                     })?;
                 }
             }
-            EventBody::MauCounted { app, month, users, refused, repeats, bill_push_at, late } => {
+            EventBody::MauCounted {
+                app,
+                month,
+                users,
+                refused,
+                repeats,
+                bill_push_at,
+                late,
+            } => {
                 self.change_usage(*app, |view| {
                     let usage = view.usage.entry(month.clone()).or_default();
                     for user in users {
@@ -409,13 +508,24 @@ impl LedgerView {
                     Ok(())
                 })?;
             }
-            EventBody::BillIssued { account, app, bill, month, edition, lines, total } => {
+            EventBody::BillIssued {
+                account,
+                app,
+                bill,
+                month,
+                edition,
+                lines,
+                total,
+            } => {
                 if self.bills.contains_key(bill) {
                     return Err(format!("bill {bill} already issued"));
                 }
                 self.change_usage(*app, |view| {
                     for line in lines {
-                        let usage = view.usage.get_mut(&line.month).ok_or_else(|| format!("no usage in {}", line.month))?;
+                        let usage = view
+                            .usage
+                            .get_mut(&line.month)
+                            .ok_or_else(|| format!("no usage in {}", line.month))?;
                         usage.billed_mau = Some(usage.users.len() as u64);
                         usage.billed_edition.get_or_insert_with(|| edition.clone());
                     }
@@ -436,12 +546,22 @@ impl LedgerView {
                         lines: lines.clone(),
                         total: *total,
                         pushed_at: at,
-                        status: if total.amount().is_zero() { BillStatus::Paid } else { BillStatus::Pushed },
+                        status: if total.amount().is_zero() {
+                            BillStatus::Paid
+                        } else {
+                            BillStatus::Pushed
+                        },
                         charged: None,
                     },
                 );
             }
-            EventBody::BillCharged { account, bill, amount, split, balance_after } => {
+            EventBody::BillCharged {
+                account,
+                bill,
+                amount,
+                split,
+                balance_after,
+            } => {
                 if split.total() != *amount {
                     return Err(format!("split does not add up to {amount}"));
                 }
@@ -452,12 +572,23 @@ impl LedgerView {
                 }
                 let bill = self.bills.get_mut(bill).ok_or_else(|| format!("unknown bill {bill}"))?;
                 bill.charged = Some(*split);
-                bill.status = if balance_after.is_negative() { BillStatus::Overdue } else { BillStatus::Paid };
+                bill.status = if balance_after.is_negative() {
+                    BillStatus::Overdue
+                } else {
+                    BillStatus::Paid
+                };
             }
-            EventBody::ArrearsStarted { account, suspend_at, .. } => {
+            EventBody::ArrearsStarted {
+                account, suspend_at, ..
+            } => {
                 let view = self.account_mut(account)?;
                 if view.arrears.is_none() {
-                    view.arrears = Some(ArrearsView { since: at, suspend_at: *suspend_at, suspended: false, cause: id });
+                    view.arrears = Some(ArrearsView {
+                        since: at,
+                        suspend_at: *suspend_at,
+                        suspended: false,
+                        cause: id,
+                    });
                 }
                 self.refresh_account_deadlines(account);
             }
@@ -466,7 +597,11 @@ impl LedgerView {
                 if view.arrears.take().is_none() {
                     return Err("the account is not in arrears".into());
                 }
-                for bill in self.bills.values_mut().filter(|b| &b.account == account && b.status == BillStatus::Overdue) {
+                for bill in self
+                    .bills
+                    .values_mut()
+                    .filter(|b| &b.account == account && b.status == BillStatus::Overdue)
+                {
                     bill.status = BillStatus::Paid;
                 }
                 self.refresh_account_deadlines(account);
@@ -481,21 +616,43 @@ impl LedgerView {
         Ok(())
     }
 
-    fn new_order(&mut self, order: &str, app: AppId, account: &AccountId, edition: &EditionId, amount: Money, at: Instant) -> Result<(), String> {
+    fn new_order(
+        &mut self,
+        order: &str,
+        app: AppId,
+        account: &AccountId,
+        edition: &EditionId,
+        amount: Money,
+        at: Instant,
+    ) -> Result<(), String> {
         if self.orders.contains_key(order) {
             return Err(format!("order {order} already exists"));
         }
         self.account_mut(account)?.editions_bought.insert(edition.clone());
         self.orders.insert(
             order.to_owned(),
-            OrderView { app, account: account.clone(), edition: edition.clone(), amount, paid: None, purchased_at: at, refunded: None },
+            OrderView {
+                app,
+                account: account.clone(),
+                edition: edition.clone(),
+                amount,
+                paid: None,
+                purchased_at: at,
+                refunded: None,
+            },
         );
         Ok(())
     }
 
     fn refresh_account_deadlines(&mut self, account: &AccountId) {
-        self.deadlines.retain(|d| !(d.kind == DeadlineKind::ArrearsSuspension && d.subject == Subject::Account(account.clone())));
-        if let Some(arrears) = self.accounts.get(account).and_then(|a| a.arrears.as_ref()).filter(|a| !a.suspended) {
+        self.deadlines
+            .retain(|d| !(d.kind == DeadlineKind::ArrearsSuspension && d.subject == Subject::Account(account.clone())));
+        if let Some(arrears) = self
+            .accounts
+            .get(account)
+            .and_then(|a| a.arrears.as_ref())
+            .filter(|a| !a.suspended)
+        {
             self.deadlines.insert(Deadline {
                 at: arrears.suspend_at,
                 kind: DeadlineKind::ArrearsSuspension,
@@ -507,16 +664,29 @@ impl LedgerView {
     }
 
     /// Changes one live app and keeps the deadline index equal to what the app implies.
-    fn change_app(&mut self, app: AppId, change: impl FnOnce(&mut AppView) -> Result<(), String>) -> Result<(), String> {
+    fn change_app(
+        &mut self,
+        app: AppId,
+        change: impl FnOnce(&mut AppView) -> Result<(), String>,
+    ) -> Result<(), String> {
         self.change(app, false, change)
     }
 
     /// As `change_app`, for usage and bills, which go on after reclamation.
-    fn change_usage(&mut self, app: AppId, change: impl FnOnce(&mut AppView) -> Result<(), String>) -> Result<(), String> {
+    fn change_usage(
+        &mut self,
+        app: AppId,
+        change: impl FnOnce(&mut AppView) -> Result<(), String>,
+    ) -> Result<(), String> {
         self.change(app, true, change)
     }
 
-    fn change(&mut self, app: AppId, reclaimed_ok: bool, change: impl FnOnce(&mut AppView) -> Result<(), String>) -> Result<(), String> {
+    fn change(
+        &mut self,
+        app: AppId,
+        reclaimed_ok: bool,
+        change: impl FnOnce(&mut AppView) -> Result<(), String>,
+    ) -> Result<(), String> {
         let view = self.apps.get_mut(&app).ok_or_else(|| format!("unknown app {app}"))?;
         if view.reclaimed_at.is_some() && !reclaimed_ok {
             return Err(format!("app {app} was reclaimed"));
@@ -532,12 +702,15 @@ impl LedgerView {
         Ok(())
     }
 
-    /// Conservation, per account and money kind: funds added ± adjustments − order charges
-    /// + refunds − bill charges = balance. The flows come from the orders and bills
-    /// projections and the funding totals, folded apart from the balances.
+    /// Conservation, per account and money kind: funds added, plus adjustments, minus order
+    /// charges, plus refunds, minus bill charges, equals the balance. The flows come from
+    /// the orders and bills projections and the funding totals, folded apart from the balances.
     pub fn check_conservation(&self) -> Result<(), String> {
         for (id, account) in &self.accounts {
-            let mut expected = account.funded.checked_add(&account.adjusted).ok_or("currency mismatch")?;
+            let mut expected = account
+                .funded
+                .checked_add(&account.adjusted)
+                .ok_or("currency mismatch")?;
             for order in self.orders.values().filter(|o| &o.account == id) {
                 if let Some(paid) = &order.paid {
                     expected = expected.checked_sub(paid).ok_or("currency mismatch")?;

@@ -299,15 +299,25 @@ impl EventStore for SledStore {
     }
 
     fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
-        let value = self.vault.get(app.0.to_be_bytes()).map_err(sled_error(format_args!("reading the key of app {app}")))?;
+        let value = self
+            .vault
+            .get(app.0.to_be_bytes())
+            .map_err(sled_error(format_args!("reading the key of app {app}")))?;
         value
-            .map(|v| v.as_ref().try_into().map_err(|_| StoreError::Corrupt(format!("the key of app {app} is not 32 bytes"))))
+            .map(|v| {
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("the key of app {app} is not 32 bytes")))
+            })
             .transpose()
     }
 
     fn put_app_key(&self, app: AppId, key: [u8; 32]) -> Result<[u8; 32], StoreError> {
         let context = || format!("storing the key of app {app}");
-        let _ = self.vault.compare_and_swap(app.0.to_be_bytes(), None as Option<&[u8]>, Some(&key[..])).map_err(sled_error(context()))?;
+        let _ = self
+            .vault
+            .compare_and_swap(app.0.to_be_bytes(), None as Option<&[u8]>, Some(&key[..]))
+            .map_err(sled_error(context()))?;
         self.db.flush().map_err(sled_error(context()))?;
         Ok(self.app_key(app)?.expect("just stored"))
     }
@@ -367,11 +377,17 @@ pub fn open_raw(dir: &Path) -> Result<sled::Db, StoreError> {
     open_waiting_for_lock(&config).map_err(sled_error(format!("opening {}", dir.display())))
 }
 
+/// sled 0.34.7 reports a held lock as `ErrorKind::Other` with this text (config.rs),
+/// not as `WouldBlock`; both are matched so a later sled that fixes the kind still works.
+fn is_lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
     let mut waited_ms = 0;
     loop {
         match config.open() {
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && waited_ms < LOCK_WAIT_MS => {
+            Err(sled::Error::Io(e)) if is_lock_held(&e) && waited_ms < LOCK_WAIT_MS => {
                 std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
                 waited_ms += LOCK_RETRY_MS;
             }
