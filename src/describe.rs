@@ -88,7 +88,7 @@ pub fn describe(body: &EventBody, zone: FixedOffset) -> String {
                 text.push_str(", late: billed as an adjustment");
             }
             if let Some(push) = bill_push_at {
-                text.push_str(&format!("; bill pushed {}", when(*push, zone)));
+                text.push_str(&format!("; the bill goes out {}", when(*push, zone)));
             }
             text
         }
