@@ -2,7 +2,9 @@
 //! (input → decide → seal → evolve), appends them in acknowledged batches, and fires the
 //! deadlines that the clock passes, in the documented order.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
 use chat_ledger_events::{
     event_id, seal, Actor, AppId, Command, Decision, EventBody, Input, Instant, Key, NewEvent, SealedEvent, StreamId,
@@ -14,7 +16,7 @@ use uuid::Uuid;
 
 use crate::replay::{self, ReplayError};
 use crate::rulebook::{rule, Rulebook};
-use crate::rules::{decide, decide_deadline, decide_logins, digest_hex, Fact, LoginRow, Refusal};
+use crate::rules::{decide, decide_deadline, decide_logins, digest_hex, Fact, LoginName, LoginRow, Refusal};
 use crate::store::{AppendBatch, Commit, EventStore, Head, KeyRecord, StoreError};
 
 /// What became of one submitted input.
@@ -73,7 +75,18 @@ impl KeySource for SeededKeys {
 
 /// A user id's per-app digest: HMAC-SHA-256 under the app's vault key, first 128 bits.
 pub fn user_digest(key: &[u8; 32], user: &str) -> u128 {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    keyed_digest(&digest_mac(key), user)
+}
+
+/// The HMAC state keyed with an app's vault key, to clone for each user of that app
+/// (keying hashes two blocks; a clone does not).
+fn digest_mac(key: &[u8; 32]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length")
+}
+
+/// [`user_digest`] from the keyed state.
+fn keyed_digest(mac: &Hmac<Sha256>, user: &str) -> u128 {
+    let mut mac = mac.clone();
     mac.update(user.as_bytes());
     let bytes = mac.finalize().into_bytes();
     u128::from_be_bytes(bytes[..16].try_into().expect("16 bytes"))
@@ -236,6 +249,12 @@ impl BatchBuilder<'_> {
                 _ => (0, 0),
             })
             .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+        self.commit_decided(input, cause, events, facts);
+        (counted, over_limit, suspended.values().sum())
+    }
+
+    /// Seals the facts decided for `input` after its record, and closes its commit.
+    fn commit_decided(&mut self, input: &Input, cause: Option<Uuid>, mut events: Vec<SealedEvent>, facts: Vec<Fact>) {
         for (index, fact) in facts.into_iter().enumerate() {
             let new = self.new_event(&input.key, index + 1, input.at, &input.actor, cause, fact);
             self.seal_into(&mut events, new);
@@ -245,7 +264,6 @@ impl BatchBuilder<'_> {
             digest: input.digest(),
             events,
         });
-        (counted, over_limit, suspended.values().sum())
     }
 
     fn commit_input(&mut self, input: &Input) -> Option<Refusal> {
@@ -265,15 +283,7 @@ impl BatchBuilder<'_> {
                 (vec![rejected], Some(refusal))
             }
         };
-        for (index, fact) in facts.into_iter().enumerate() {
-            let new = self.new_event(&input.key, index + 1, input.at, &input.actor, cause, fact);
-            self.seal_into(&mut events, new);
-        }
-        self.commits.push(Commit {
-            key: input.key.clone(),
-            digest: input.digest(),
-            events,
-        });
+        self.commit_decided(input, cause, events, facts);
         refusal
     }
 }
@@ -521,13 +531,20 @@ impl Ledger {
                 continue;
             }
             let mut digested = Vec::with_capacity(chunk.len());
+            // Each app's keyed HMAC state, looked up once per chunk (keys change only
+            // between chunks: a reclamation destroys one).
+            let mut macs: HashMap<AppId, Option<Hmac<Sha256>>> = HashMap::new();
             for row in chunk {
-                let user = self.vault_key(row.app)?.map_or(0, |key| user_digest(&key, &row.user));
+                let mac = match macs.entry(row.app) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(slot) => slot.insert(self.vault_key(row.app)?.map(|key| digest_mac(&key))),
+                };
+                let user = mac.as_ref().map_or(0, |mac| keyed_digest(mac, &row.user));
                 digested.push(LoginRow {
                     app: row.app,
                     user,
                     logged_in_at: row.logged_in_at,
-                    login: format!("{source}:{}", row.line),
+                    login: LoginName::Line { source, line: row.line },
                 });
             }
             let expected_head = self.head();
@@ -541,9 +558,25 @@ impl Ledger {
                 let piece = &chunk[from..to];
                 let clock = builder.state.clock.unwrap_or(piece[0].logged_in_at);
                 let at = piece.iter().map(|r| r.logged_in_at).fold(clock, Instant::max);
+                // The SHA-256 of the rows' `app,user,logged_in_at` lines. Logins come in
+                // runs of one app and of one second: each text is made once per run.
                 let mut hasher = Sha256::new();
+                let (mut app_text, mut at_text) = (String::new(), String::new());
+                let (mut app_of_text, mut at_of_text) = (None, None);
                 for row in piece {
-                    hasher.update(format!("{},{},{}\n", row.app, row.user, row.logged_in_at));
+                    if app_of_text != Some(row.app) {
+                        app_text.clear();
+                        write!(app_text, "{},", row.app).expect("writes to a String");
+                        app_of_text = Some(row.app);
+                    }
+                    if at_of_text != Some(row.logged_in_at) {
+                        at_text.clear();
+                        writeln!(at_text, ",{}", row.logged_in_at).expect("writes to a String");
+                        at_of_text = Some(row.logged_in_at);
+                    }
+                    hasher.update(app_text.as_bytes());
+                    hasher.update(row.user.as_bytes());
+                    hasher.update(at_text.as_bytes());
                 }
                 let input = Input {
                     key: key_of(piece[0].line),

@@ -1,6 +1,7 @@
 //! chat-ledger: an event-sourced subscription ledger for the billing of a cloud Chat
 //! service. See docs/ARCHITECTURE.md for the map.
 
+pub mod commit;
 pub mod describe;
 pub mod explain;
 pub mod import;

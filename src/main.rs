@@ -531,7 +531,16 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
     };
     let until = as_of.as_deref().map(|t| parse_instant(t, "--as-of")).transpose()?;
     let store = open_store(data)?;
-    let view = replay::load(&store, until).map_err(failure)?;
+    // One app or account reads only its own part of the stored snapshot when it can.
+    let view = match what {
+        StateCmd::App { sdk_app_id, .. } => replay::load_for_app(&store, AppId(*sdk_app_id), until),
+        StateCmd::Account { id, .. } => {
+            let account = AccountId::new(id.clone()).map_err(bad_input)?;
+            replay::load_for_account(&store, &account, until)
+        }
+        _ => replay::load(&store, until),
+    }
+    .map_err(failure)?;
     let zone = zone_of(view.rulebook.as_ref().map(|r| r.zone.as_str()));
     let as_of_line = match (until, view.clock) {
         (Some(t), Some(clock)) => {
@@ -664,7 +673,14 @@ fn explain_cmd(data: &Path, what: &ExplainCmd) -> Result<(), Failure> {
     };
     let until = at.as_deref().map(|t| parse_instant(t, "--at")).transpose()?;
     let store = open_store(data)?;
-    let view = replay::load(&store, until).map_err(failure)?;
+    let view = match what {
+        ExplainCmd::App { sdk_app_id, .. } => replay::load_for_app(&store, AppId(*sdk_app_id), until),
+        ExplainCmd::Account { id, .. } => {
+            let account = AccountId::new(id.clone()).map_err(bad_input)?;
+            replay::load_for_account(&store, &account, until)
+        }
+    }
+    .map_err(failure)?;
     let explanation = match what {
         ExplainCmd::App { sdk_app_id, .. } => explain::explain_app(&store, &view, AppId(*sdk_app_id), until),
         ExplainCmd::Account { id, .. } => {

@@ -2,13 +2,13 @@
 //! to the events that follow, or to a refusal. No IO, no clock, no randomness: time comes
 //! from the input or the deadline, every parameter from the rulebook.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chat_ledger_events::{
     round_cents, AccountId, Actor, AppId, BillLine, Command, CountedUser, Direction, EditionId, EventBody, HoldKind,
     Input, Instant, KindAmounts, Money, MoneyKind, Price, PurchasePurpose, Reminder, RenewalOutcome, StreamId,
 };
-use chat_ledger_projections::{AccountView, AppView, Deadline, DeadlineKind, LedgerView, Subject};
+use chat_ledger_projections::{AccountView, AppView, Deadline, DeadlineKind, DigestHashSet, LedgerView, Subject};
 use rust_decimal::Decimal;
 
 use crate::rulebook::{rule, Rulebook};
@@ -35,17 +35,37 @@ pub struct Refusal {
 
 /// One login, its user already replaced by the per-app digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoginRow {
+pub struct LoginRow<'a> {
     pub app: AppId,
     pub user: u128,
     pub logged_in_at: Instant,
-    /// The input key of a single login, or `<source>:<line>`.
-    pub login: String,
+    pub login: LoginName<'a>,
+}
+
+/// Which login a counted user came from, as `CountedUser::login` names it. Only counted
+/// users need the text, so a bulk file's rows carry the parts, not a string each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginName<'a> {
+    /// The input key of a single login.
+    Key(&'a str),
+    /// `<source>:<line>` of a bulk file.
+    Line { source: &'a str, line: u64 },
+}
+
+impl std::fmt::Display for LoginName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoginName::Key(key) => f.write_str(key),
+            LoginName::Line { source, line } => write!(f, "{source}:{line}"),
+        }
+    }
 }
 
 /// The 32-digit hex form of a user digest, as events carry it.
 pub fn digest_hex(user: u128) -> String {
-    format!("{user:032x}")
+    let mut text = [0u8; 32];
+    hex::encode_to_slice(user.to_be_bytes(), &mut text).expect("32 hex digits for 16 bytes");
+    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
 }
 
 fn refuse<T>(rule: &'static str, reason: String) -> Result<T, Refusal> {
@@ -225,7 +245,7 @@ pub fn decide(input: &Input, state: &LedgerView, book: &Rulebook) -> Result<Vec<
                 app: *app,
                 user,
                 logged_in_at: logged_in_at.unwrap_or(at),
-                login: input.key.to_string(),
+                login: LoginName::Key(input.key.as_str()),
             };
             let (facts, _) = decide_logins(std::slice::from_ref(&row), at, state, book);
             Ok(facts)
@@ -688,34 +708,69 @@ pub fn decide_logins(
     book: &Rulebook,
 ) -> (Vec<Fact>, BTreeMap<AppId, u64>) {
     struct Month<'a> {
+        app: AppId,
+        view: &'a AppView,
+        month: String,
+        /// The month's bounds: a row within them needs no `month_of`.
+        start: Instant,
+        end: Instant,
         users: Vec<CountedUser>,
         refused: Vec<CountedUser>,
         repeats: u64,
-        seen: HashSet<u128>,
+        seen: DigestHashSet,
         base: Option<&'a chat_ledger_projections::MonthUsage>,
     }
-    let mut months: BTreeMap<(AppId, String), Month> = BTreeMap::new();
-    let mut order: Vec<(AppId, String)> = Vec::new();
+    // In order of each (app, month)'s first login; `index` finds one, `last` the latest.
+    let mut months: Vec<Month> = Vec::new();
+    let mut index: HashMap<(AppId, String), usize> = HashMap::new();
+    let mut last: Option<usize> = None;
     let mut suspended: BTreeMap<AppId, u64> = BTreeMap::new();
+    // First each row's month (none when the app was unusable), ...
+    let mut slots: Vec<Option<usize>> = Vec::with_capacity(rows.len());
     for row in rows {
         // Usability is judged when the user logged in, not when the login arrived.
         let Some(view) = state.apps.get(&row.app).filter(|v| v.usable_at(row.logged_in_at)) else {
             *suspended.entry(row.app).or_default() += 1;
+            slots.push(None);
             continue;
         };
-        let month_key = book.month_of(row.logged_in_at);
-        let key = (row.app, month_key.clone());
-        let month = months.entry(key.clone()).or_insert_with(|| {
-            order.push(key.clone());
-            Month {
-                users: Vec::new(),
-                refused: Vec::new(),
-                repeats: 0,
-                seen: HashSet::new(),
-                base: view.usage.get(&month_key),
+        let within = |m: &Month| m.app == row.app && m.start <= row.logged_in_at && row.logged_in_at < m.end;
+        let slot = match last.filter(|i| within(&months[*i])) {
+            Some(slot) => slot,
+            None => {
+                let month_key = book.month_of(row.logged_in_at);
+                *index.entry((row.app, month_key.clone())).or_insert_with(|| {
+                    let (start, end) = book.month_bounds(&month_key);
+                    months.push(Month {
+                        app: row.app,
+                        view,
+                        base: view.usage.get(&month_key),
+                        month: month_key,
+                        start,
+                        end,
+                        users: Vec::new(),
+                        refused: Vec::new(),
+                        repeats: 0,
+                        seen: DigestHashSet::default(),
+                    });
+                    months.len() - 1
+                })
             }
-        });
-        let counted_before = month.base.is_some_and(|u| u.users.contains(&row.user));
+        };
+        last = Some(slot);
+        slots.push(Some(slot));
+    }
+    // ... then whether each user was counted in an earlier batch, in a loop of its own:
+    // the lookups are independent, so the processor overlaps their cache misses ...
+    let counted_before: Vec<bool> = rows
+        .iter()
+        .zip(&slots)
+        .map(|(row, slot)| slot.is_some_and(|s| months[s].base.is_some_and(|u| u.users.contains(&row.user))))
+        .collect();
+    // ... then the count, in row order.
+    for ((row, slot), counted_before) in rows.iter().zip(slots).zip(counted_before) {
+        let Some(slot) = slot else { continue };
+        let month = &mut months[slot];
         if counted_before || month.seen.contains(&row.user) {
             month.repeats += 1;
             continue;
@@ -723,9 +778,9 @@ pub fn decide_logins(
         let user = CountedUser {
             user: digest_hex(row.user),
             logged_in_at: row.logged_in_at,
-            login: row.login.clone(),
+            login: row.login.to_string(),
         };
-        let cap = book.edition(&view.edition).and_then(|e| e.mau_cap);
+        let cap = book.edition(&month.view.edition).and_then(|e| e.mau_cap);
         let count = month.base.map_or(0, |u| u.users.len()) + month.users.len();
         // A refused user is not counted, so their next login is refused again, in this
         // batch or a later one: the tallies do not depend on how logins are batched.
@@ -737,9 +792,8 @@ pub fn decide_logins(
         }
     }
     let mut facts = Vec::new();
-    for key in order {
-        let month = months.remove(&key).expect("listed");
-        let (app, month_key) = key;
+    for month in months {
+        let (app, month_key) = (month.app, month.month);
         let push_of_month = book.bill_push_at(book.month_bounds(&month_key).0);
         let billed = month.base.is_some_and(|u| u.billed_mau.is_some());
         let late = billed || push_of_month <= at;

@@ -422,6 +422,17 @@ fn snapshots_are_put_got_and_replaced(store: &dyn EventStore) {
     );
     assert_eq!(store.get_snapshot("ledger").unwrap().as_deref(), Some(&b""[..]));
     assert_eq!(store.get_snapshot("app").unwrap(), None);
+    // Several at once (the sharded projection snapshot), replacing and adding.
+    store
+        .put_snapshots(&[
+            ("apps".to_owned(), b"three".to_vec()),
+            ("apps/1".to_owned(), b"part".to_vec()),
+            ("ledger".to_owned(), b"header".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(store.get_snapshot("apps").unwrap().as_deref(), Some(&b"three"[..]));
+    assert_eq!(store.get_snapshot("apps/1").unwrap().as_deref(), Some(&b"part"[..]));
+    assert_eq!(store.get_snapshot("ledger").unwrap().as_deref(), Some(&b"header"[..]));
     assert_eq!(store.head().unwrap(), Head::EMPTY, "snapshots are not events");
     assert!(store.read(0, 10).unwrap().is_empty());
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An instant of business time. Never read from a wall clock inside the rules: it comes
@@ -39,8 +39,28 @@ impl Instant {
 }
 
 impl fmt::Display for Instant {
+    /// RFC 3339 in UTC, whole seconds: `2025-07-01T16:00:00Z`, exactly what
+    /// `to_rfc3339_opts(SecondsFormat::Secs, true)` writes, without its allocation (every
+    /// serialized instant comes through here).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true))
+        let (date, time) = (self.0.date_naive(), self.0.time());
+        if !(0..=9999).contains(&date.year()) || time.nanosecond() != 0 {
+            return f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true));
+        }
+        let mut text = *b"0000-00-00T00:00:00Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for i in (at..at + width).rev() {
+                text[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, date.year() as u32);
+        put(5, 2, date.month());
+        put(8, 2, date.day());
+        put(11, 2, time.hour());
+        put(14, 2, time.minute());
+        put(17, 2, time.second());
+        f.write_str(std::str::from_utf8(&text).expect("ASCII digits"))
     }
 }
 
@@ -54,5 +74,42 @@ impl<'de> Deserialize<'de> for Instant {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Instant, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Instant::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_chrono_rfc3339_in_utc() {
+        let mut t = DateTime::parse_from_rfc3339("0001-01-01T00:00:00+00:00")
+            .unwrap()
+            .timestamp();
+        let end = DateTime::parse_from_rfc3339("9999-12-31T23:59:59+00:00")
+            .unwrap()
+            .timestamp();
+        let mut step = 1i64;
+        while t <= end {
+            let utc = DateTime::from_timestamp(t, 0).unwrap();
+            assert_eq!(
+                Instant(utc).to_string(),
+                utc.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "at {t}"
+            );
+            t += step;
+            step = step * 7 / 5 + 977;
+            if step > 40_000_000 {
+                step = 1;
+            }
+        }
+        for text in [
+            "2025-07-02T00:00:00+08:00",
+            "2024-02-29T23:59:59-05:00",
+            "1970-01-01T00:00:00Z",
+        ] {
+            let i = Instant::parse(text).unwrap();
+            assert_eq!(i.to_string(), i.utc().to_rfc3339_opts(SecondsFormat::Secs, true));
+        }
     }
 }

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -6,6 +6,7 @@ use uuid::Uuid;
 use chat_ledger_events::{AccountId, AppId, EditionId, HoldKind, Instant, Money, StreamId};
 
 use crate::deadline::{Deadline, DeadlineKind, Subject};
+use crate::digests::UserDigests;
 
 /// What an app's holds, plan and history add up to. Derived, never stored in events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +65,8 @@ pub struct Pending {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct MonthUsage {
     /// Digests (128 bits) of the users counted this month: each once, exactly.
-    pub users: BTreeSet<u128>,
+    /// Serialized as an ascending array.
+    pub users: UserDigests,
     /// Logins refused over the free edition's limit.
     pub refused: u64,
     /// Logins of users already counted.

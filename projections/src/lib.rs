@@ -5,10 +5,12 @@
 
 mod app;
 mod deadline;
+mod digests;
 mod ledger;
 
 pub use app::{AppStatus, AppView, ExpiredView, HoldView, MonthUsage, Pending, PlanView};
 pub use deadline::{Deadline, DeadlineKind, Subject};
+pub use digests::{DigestHashSet, DigestHasher, UserDigests};
 pub use ledger::{
     user_digest, AccountView, ArrearsView, BillStatus, BillView, LedgerView, OrderView, ProjectionError, RulebookView,
     PROJECTION_VERSION,

@@ -126,6 +126,16 @@ pub trait EventStore: Send + Sync {
 
     fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Stores several snapshots, in order, each replacing the previous one of its name;
+    /// durable on return. Backends that can write them all at once (all or none) do; this
+    /// default writes them one by one, so a failure may leave the first ones written.
+    fn put_snapshots(&self, snapshots: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        for (name, bytes) in snapshots {
+            self.put_snapshot(name, bytes)?;
+        }
+        Ok(())
+    }
+
     /// The vault: each app's key for user-id digests, kept apart from the append-only log
     /// so that reclamation can destroy it (crypto-shredding: the digests in the log can no
     /// longer be tied to user ids, and the chain still verifies). Writes are durable on return.

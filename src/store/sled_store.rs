@@ -22,7 +22,8 @@
 //! last `e` entry, found by one reverse seek; [`SledStore::stored_head`] tells the two
 //! apart for `verify`.
 //!
-//! Projection snapshots live in the tree `snapshots` (name → bytes), flushed on each put.
+//! Projection snapshots live in the tree `snapshots` (name → bytes), flushed on each put;
+//! `put_snapshots` writes several in one atomic batch.
 //! Apps' user-digest keys live in the tree `vault` (SDKAppID as u64 big-endian → 32 bytes),
 //! removed at reclamation. sled keeps removed values in its files until it reclaims their
 //! segments, so the removal makes a key unreadable through the store, not wiped from the
@@ -287,6 +288,20 @@ impl EventStore for SledStore {
         self.db
             .flush()
             .map_err(sled_error(format_args!("flushing snapshot {name:?}")))?;
+        Ok(())
+    }
+
+    /// One atomic batch on the `snapshots` tree, one flush.
+    fn put_snapshots(&self, snapshots: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut writes = sled::Batch::default();
+        for (name, bytes) in snapshots {
+            writes.insert(name.as_bytes(), bytes.as_slice());
+        }
+        let context = format!("writing {} snapshot(s)", snapshots.len());
+        self.snapshots.apply_batch(writes).map_err(sled_error(&context))?;
+        self.db
+            .flush()
+            .map_err(sled_error(format_args!("flushing {} snapshot(s)", snapshots.len())))?;
         Ok(())
     }
 
