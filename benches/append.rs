@@ -295,25 +295,16 @@ impl Times {
     }
 }
 
-/// CPU time (user + system) of this whole process, every thread (sled's included), from
-/// /proc/self/stat in clock ticks (100 Hz): a cross-check of the bulk ratios that other
-/// processes on a busy machine disturb much less than wall time. `None` off Linux.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
 /// Wall and CPU time of `f`.
 fn timed<T>(f: impl FnOnce() -> T) -> (Duration, Option<Duration>, T) {
-    let (cpu, start) = (cpu_time(), Clock::now());
+    let (cpu, start) = (common::cpu_time(), Clock::now());
     let out = f();
     let wall = start.elapsed();
     (
         wall,
-        cpu_time().zip(cpu).map(|(after, before)| after.saturating_sub(before)),
+        common::cpu_time()
+            .zip(cpu)
+            .map(|(after, before)| after.saturating_sub(before)),
         out,
     )
 }
@@ -431,7 +422,10 @@ fn main() {
             assert_eq!(Hash::of(stored.last().expect("events")), ledger.head().hash);
             drop(ledger);
             (bulk_sets, bulk_entries) = write_sets(dir.path(), &heads);
+        } else {
+            drop(ledger);
         }
+        drop(dir);
         let head = expected.expect("a run");
 
         let dir = temp();
@@ -441,7 +435,7 @@ fn main() {
         import_times.push((wall, cpu));
         assert_eq!(summary.lines_recorded, inputs.len());
         same_head(&mut expected, ledger.head(), "import");
-        drop(ledger);
+        drop((ledger, dir));
 
         let dir = temp();
         let db = open_raw_sled(dir.path()).expect("open raw sled");
@@ -456,7 +450,7 @@ fn main() {
         let (_, last) = tree.last().expect("read").expect("not empty");
         assert_eq!(Hash::of(&last), head.hash, "raw: the last value is the head event");
         assert_eq!(tree.iter().count() as u64, head.seq);
-        drop((tree, db));
+        drop((tree, db, dir));
 
         let dir = temp();
         let db = open_raw_sled(dir.path()).expect("open raw sled");

@@ -11,7 +11,7 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant as Clock};
 
 use chat_ledger::import;
@@ -19,8 +19,8 @@ use chat_ledger::ledger::{Ledger, RawLogin, SeededKeys};
 use chat_ledger::logins::CHUNK_ROWS_DEFAULT;
 use chat_ledger::replay;
 use chat_ledger::rulebook::Rulebook;
-use chat_ledger::store::{AppendBatch, EventStore, Head, KeyRecord, SledStore, StoreError, StoredEvent};
-use chat_ledger_events::{decode, AppId, Hash, Instant, Key, StreamId};
+use chat_ledger::store::{EventStore, SledStore, StoredEvent};
+use chat_ledger_events::{decode, AppId, Hash, Instant};
 use chat_ledger_projections::LedgerView;
 use common::Scale;
 use rustc_hash::FxHashSet;
@@ -147,59 +147,8 @@ fn generate(size: &Size) -> (Vec<RawLogin>, Vec<u64>) {
     (rows, ids)
 }
 
-/// Time spent in `EventStore::append` (sled batch + flush), for the timing split.
-static APPEND_NANOS: AtomicU64 = AtomicU64::new(0);
-
-/// The sled store, with its appends timed.
-struct TimedStore(SledStore);
-
-impl EventStore for TimedStore {
-    fn head(&self) -> Result<Head, StoreError> {
-        self.0.head()
-    }
-    fn recorded_head(&self) -> Result<Option<Head>, StoreError> {
-        self.0.recorded_head()
-    }
-    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
-        let start = Clock::now();
-        let result = self.0.append(batch);
-        APPEND_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        result
-    }
-    fn key_record(&self, key: &Key) -> Result<Option<KeyRecord>, StoreError> {
-        self.0.key_record(key)
-    }
-    fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.0.stream_version(stream)
-    }
-    fn read(&self, from_seq: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.0.read(from_seq, max)
-    }
-    fn read_stream(&self, stream: &StreamId, from_version: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.0.read_stream(stream, from_version, max)
-    }
-    fn put_snapshot(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.0.put_snapshot(name, bytes)
-    }
-    fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get_snapshot(name)
-    }
-    fn put_snapshots(&self, snapshots: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        self.0.put_snapshots(snapshots)
-    }
-    fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
-        self.0.app_key(app)
-    }
-    fn put_app_key(&self, app: AppId, key: [u8; 32]) -> Result<[u8; 32], StoreError> {
-        self.0.put_app_key(app, key)
-    }
-    fn destroy_app_key(&self, app: AppId) -> Result<(), StoreError> {
-        self.0.destroy_app_key(app)
-    }
-}
-
 fn fresh_ledger(dir: &Path) -> Ledger {
-    let store = TimedStore(SledStore::open(dir).expect("open the store"));
+    let store = common::TimedStore(SledStore::open(dir).expect("open the store"));
     let mut ledger = Ledger::open_with_keys(
         Box::new(store),
         Rulebook::intl_2025(),
@@ -296,14 +245,14 @@ fn main() {
         let disk_before = dir_bytes(&dir);
         let seq_before = ledger.head().seq;
         let live_before = live();
-        APPEND_NANOS.store(0, Ordering::Relaxed);
+        common::take_append_time();
         let start = Clock::now();
         let summary = ledger
             .ingest_logins("april.csv", "00000000000000aa", &rows, size.chunk, |_, _| {})
             .expect("the logins ingest");
         let elapsed = start.elapsed();
         let live_after = live();
-        let in_append = Duration::from_nanos(APPEND_NANOS.load(Ordering::Relaxed));
+        let in_append = common::take_append_time();
         times.push(elapsed);
         let mau = ledger.state().apps[&APP].usage[MONTH].users.len() as u64;
         assert_eq!(mau, distinct, "digest: the projection's MAU is the distinct count");
@@ -328,6 +277,15 @@ fn main() {
         }
     }
     let (ledger, dir, disk_before, seq_before, live_delta) = last.expect("ran at least once");
+    let head = ledger.head();
+    // Each run against the reference timed just before it: the ratio least moved by noise.
+    let mut paired: Vec<f64> = times
+        .iter()
+        .zip(&ref_times)
+        .map(|(ours, reference)| reference.as_secs_f64() / ours.as_secs_f64())
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    let paired_median = paired[paired.len() / 2];
     let (min, med) = median(times);
     let (ref_min, ref_median) = median(ref_times);
     let (u64_min, _) = median(u64_times);
@@ -373,6 +331,12 @@ fn main() {
         common::rate(size.logins, u64_min),
         "logins/s",
     );
+    println!(
+        "{:<44} {:>14.2} (per-run ratios: {})",
+        "paired ratio, median of runs",
+        paired_median,
+        paired.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+    );
     common::report(
         "projection bytes / distinct user-month",
         usage_bytes as f64 / d,
@@ -398,6 +362,9 @@ fn main() {
         (disk_after as f64 - disk_before as f64) / d,
         disk_after as i64 - disk_before as i64
     );
-    println!("digest: {distinct} distinct users = MAU {distinct} of {APP} in {MONTH}");
+    println!(
+        "digest: {distinct} distinct users = MAU {distinct} of {APP} in {MONTH}; head {}:{}",
+        head.seq, head.hash
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,16 +25,15 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Command as Process, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as Clock};
 
 use chat_ledger::commit::GROUP_INPUTS_MAX;
 use chat_ledger::ledger::{Ledger, Outcome};
 use chat_ledger::replay;
 use chat_ledger::rulebook::Rulebook;
-use chat_ledger::store::{AppendBatch, EventStore as LedgerStore, Head, KeyRecord, SledStore, StoreError, StoredEvent};
+use chat_ledger::store::SledStore;
 use chat_ledger_events::{
-    AccountId, Actor, Amount, AppId, Command, Contact, EditionId, Input, Instant, Key, MoneyKind, StreamId,
+    AccountId, Actor, Amount, AppId, Command, Contact, EditionId, Input, Instant, Key, MoneyKind,
 };
 use chat_ledger_projections::LedgerView;
 use chrono::{DateTime, FixedOffset, Months, Utc};
@@ -515,7 +514,7 @@ fn run_cqrs_es(scale: Scale) {
     runtime.block_on(async {
         let store = MemStore::<Account>::default();
         let cqrs = CqrsFramework::new(store.clone(), vec![], Catalog::of(&Rulebook::intl_2025()));
-        let start = Clock::now();
+        let (start, cpu_start) = (Clock::now(), common::cpu_time().unwrap_or_default());
         let mut refused = 0u64;
         for (id, command) in commands {
             match cqrs.execute(&id, command).await {
@@ -525,6 +524,7 @@ fn run_cqrs_es(scale: Scale) {
             }
         }
         let commands_time = start.elapsed();
+        let commands_cpu = common::cpu_time().unwrap_or_default() - cpu_start;
 
         let start = Clock::now();
         let mut loaded = Vec::with_capacity(accounts);
@@ -544,6 +544,7 @@ fn run_cqrs_es(scale: Scale) {
             "PEER {}",
             serde_json::to_string(&(
                 commands_time.as_nanos() as u64,
+                commands_cpu.as_nanos() as u64,
                 replay_time.as_nanos() as u64,
                 refused,
                 events,
@@ -615,65 +616,10 @@ fn refusals(outcomes: &[Outcome]) -> u64 {
         .count() as u64
 }
 
-/// Time spent in `EventStore::append` (sled batch + flush), for the timing split.
-static APPEND_NANOS: AtomicU64 = AtomicU64::new(0);
-
-/// The sled store, with its appends timed.
-struct TimedStore(SledStore);
-
-impl LedgerStore for TimedStore {
-    fn head(&self) -> Result<Head, StoreError> {
-        self.0.head()
-    }
-    fn recorded_head(&self) -> Result<Option<Head>, StoreError> {
-        self.0.recorded_head()
-    }
-    fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
-        let start = Clock::now();
-        let result = self.0.append(batch);
-        APPEND_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        result
-    }
-    fn key_record(&self, key: &Key) -> Result<Option<KeyRecord>, StoreError> {
-        self.0.key_record(key)
-    }
-    fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.0.stream_version(stream)
-    }
-    fn read(&self, from_seq: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.0.read(from_seq, max)
-    }
-    fn read_stream(&self, stream: &StreamId, from_version: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.0.read_stream(stream, from_version, max)
-    }
-    fn put_snapshot(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.0.put_snapshot(name, bytes)
-    }
-    fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get_snapshot(name)
-    }
-    fn put_snapshots(&self, snapshots: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        self.0.put_snapshots(snapshots)
-    }
-    fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
-        self.0.app_key(app)
-    }
-    fn put_app_key(&self, app: AppId, key: [u8; 32]) -> Result<[u8; 32], StoreError> {
-        self.0.put_app_key(app, key)
-    }
-    fn destroy_app_key(&self, app: AppId) -> Result<(), StoreError> {
-        self.0.destroy_app_key(app)
-    }
-}
-
 fn fresh_ledger(dir: &std::path::Path) -> Ledger {
     let _ = std::fs::remove_dir_all(dir);
-    let store = TimedStore(SledStore::open(dir).expect("open the store"));
+    let store = common::TimedStore(SledStore::open(dir).expect("open the store"));
     Ledger::open(Box::new(store), Rulebook::intl_2025()).expect("open")
-}
-
-fn appending() -> Duration {
-    Duration::from_nanos(APPEND_NANOS.swap(0, Ordering::Relaxed))
 }
 
 fn main() {
@@ -709,16 +655,21 @@ fn main() {
         .lines()
         .find_map(|l| l.strip_prefix("PEER "))
         .expect("the child reports");
-    let (their_commands, their_replay, their_refused, their_events, their_digest): (u64, u64, u64, usize, Digest) =
+    type Report = (u64, u64, u64, u64, usize, Digest);
+    let (their_commands, their_cpu, their_replay, their_refused, their_events, their_digest): Report =
         serde_json::from_str(line).expect("the child's report parses");
-    let (their_commands, their_replay) = (Duration::from_nanos(their_commands), Duration::from_nanos(their_replay));
+    let (their_commands, their_cpu, their_replay) = (
+        Duration::from_nanos(their_commands),
+        Duration::from_nanos(their_cpu),
+        Duration::from_nanos(their_replay),
+    );
 
     // Ours, batched: one atomic append and one flush per batch.
     let root = common::cache_dir("peer");
     let dir = root.join("batched");
     let mut ledger = fresh_ledger(&dir);
-    appending();
-    let start = Clock::now();
+    common::take_append_time();
+    let (start, cpu_start) = (Clock::now(), common::cpu_time().unwrap_or_default());
     let mut refused = 0;
     let mut batch_times = Vec::new();
     for batch in all.chunks(GROUP_INPUTS_MAX) {
@@ -727,6 +678,7 @@ fn main() {
         batch_times.push(batch_start.elapsed());
     }
     let ours_batched = start.elapsed();
+    let ours_batched_cpu = common::cpu_time().unwrap_or_default() - cpu_start;
     // Does a batch cost more as the log grows? The first and the last quarter of batches.
     let quarter = (batch_times.len() / 4).max(1);
     let quarter_rate =
@@ -735,7 +687,7 @@ fn main() {
         quarter_rate(&batch_times[..quarter]),
         quarter_rate(&batch_times[batch_times.len() - quarter..]),
     );
-    let batched_appending = appending();
+    let batched_appending = common::take_append_time();
     let events = ledger.head().seq;
     let digest = digest_of_view(ledger.state());
     assert_eq!(digest, their_digest, "digest: both sides end in the same state");
@@ -764,13 +716,13 @@ fn main() {
     let prefix = single_prefix(scale).min(all.len());
     let dir = root.join("single");
     let mut ledger = fresh_ledger(&dir);
-    appending();
+    common::take_append_time();
     let start = Clock::now();
     for input in &all[..prefix] {
         ledger.submit(std::slice::from_ref(input)).expect("an input appends");
     }
     let ours_single = start.elapsed();
-    let single_appending = appending();
+    let single_appending = common::take_append_time();
     drop(ledger);
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -794,6 +746,13 @@ fn main() {
         common::rate(count, ours_batched),
         "cqrs-es MemStore (in memory)",
         their_rate,
+        "cmd/s",
+    );
+    common::report(
+        "commands per CPU second, batches of 256",
+        common::rate(count, ours_batched_cpu),
+        "cqrs-es per CPU second",
+        common::rate(count, their_cpu),
         "cmd/s",
     );
     common::report(

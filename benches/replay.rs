@@ -535,16 +535,6 @@ struct Measured {
     as_of: Vec<Duration>,
 }
 
-/// CPU time of this process so far (user + system, every thread), from /proc/self/stat.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime is the 14th field.
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
-}
-
 /// A raw sled scan of the log's events, each decoded; (count, last seq, digest of its bytes).
 fn raw_scan(dir: &Path) -> (u64, u64, String) {
     let db = open_raw_sled(dir).expect("open sled");
@@ -572,20 +562,20 @@ fn measure(built: &Built, scale: Scale) -> Measured {
     let (mut raw_wall, mut raw_cpu, mut rep_wall, mut rep_cpu) = (vec![], vec![], vec![], vec![]);
     let mut zero = None;
     for _ in 0..runs {
-        let (t, c) = (WallClock::now(), cpu_time());
+        let (t, c) = (WallClock::now(), common::cpu_time().unwrap_or_default());
         let (count, last_seq, last_hash) = raw_scan(&dir);
         raw_wall.push(t.elapsed());
-        raw_cpu.push(cpu_time() - c);
+        raw_cpu.push(common::cpu_time().unwrap_or_default() - c);
         assert_eq!(count, built.events, "raw scan counts every event");
         assert_eq!(last_seq, built.events);
         assert_eq!(last_hash, built.head_hash, "raw scan ends at the recorded head");
 
         let store = SledStore::open(&dir).expect("open the store");
         drop(zero.take());
-        let (t, c) = (WallClock::now(), cpu_time());
+        let (t, c) = (WallClock::now(), common::cpu_time().unwrap_or_default());
         let view = replay::load_from_zero(&store, None).expect("replay");
         rep_wall.push(t.elapsed());
-        rep_cpu.push(cpu_time() - c);
+        rep_cpu.push(common::cpu_time().unwrap_or_default() - c);
         assert_eq!(view.seq, built.events);
         assert_eq!(
             view.head_hash.to_string(),
@@ -629,7 +619,12 @@ fn measure(built: &Built, scale: Scale) -> Measured {
     // Startup from the snapshot stored at the head (stored again if this build's snapshot
     // format or projection version differs from the one that built the log).
     if replay::snapshot_position(&store).expect("snapshot") != Some(built.events) {
+        let started = WallClock::now();
         replay::save_snapshot(&store, &zero).expect("save the snapshot");
+        println!(
+            "snapshot stored again (another projection version), app checkpoints caught up from scratch: {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     drop(zero);
     let as_of_zero = replay::load_from_zero(&store, Some(built.as_of)).expect("replay as of");
@@ -662,7 +657,7 @@ fn measure(built: &Built, scale: Scale) -> Measured {
         assert_eq!(digest(text.as_bytes()), want_explain, "explain app answers as from 0");
     });
     let as_of = sample(3, 200, budget, || {
-        let view = replay::load_for_app(&store, built.hot, Some(built.as_of)).expect("load as of");
+        let view = replay::load_app(&store, built.hot, Some(built.as_of)).expect("load as of");
         let text = state_app_text(&view, built.hot, Some(built.as_of));
         assert_eq!(
             digest(text.as_bytes()),
@@ -739,7 +734,7 @@ fn profile(what: &str, built: &Built) {
                 built.hot,
             ),
             "as-of" => state_app_text(
-                &replay::load_for_app(&store, built.hot, Some(built.as_of)).expect("load"),
+                &replay::load_app(&store, built.hot, Some(built.as_of)).expect("load"),
                 built.hot,
                 Some(built.as_of),
             ),

@@ -533,7 +533,7 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
     let store = open_store(data)?;
     // One app or account reads only its own part of the stored snapshot when it can.
     let view = match what {
-        StateCmd::App { sdk_app_id, .. } => replay::load_for_app(&store, AppId(*sdk_app_id), until),
+        StateCmd::App { sdk_app_id, .. } => replay::load_app(&store, AppId(*sdk_app_id), until),
         StateCmd::Account { id, .. } => {
             let account = AccountId::new(id.clone()).map_err(bad_input)?;
             replay::load_for_account(&store, &account, until)

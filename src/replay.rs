@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chat_ledger_events::{decode, AccountId, AppId, Currency, Hash, Instant, StreamId};
+use chat_ledger_events::{decode, AccountId, AppId, Currency, Envelope, Hash, Instant, StreamId};
 use chat_ledger_projections::{
     AccountView, AppView, BillView, Deadline, LedgerView, OrderView, RulebookView, PROJECTION_VERSION,
 };
@@ -17,6 +17,16 @@ pub const REPLAY_PAGE_EVENTS: usize = 4096;
 
 /// Name of the projection snapshot's header; its other parts are named under it.
 pub const SNAPSHOT_NAME: &str = "projections";
+
+/// Every this many versions of an app's stream, the app's view is stored as a checkpoint
+/// (`projections/checkpoint/v<PROJECTION_VERSION>/<SDKAppID>/<version>`), so that
+/// `state app --as-of` reads one checkpoint and folds fewer than this many of the app's
+/// events, whatever the size of the log or of the app's history. Checkpoints are written
+/// with the snapshot and never replaced; those of another projection version are ignored.
+pub const APP_CHECKPOINT_VERSIONS: u64 = 256;
+
+/// Checkpoint parts written per store call while catching up (bounds the memory held).
+const CHECKPOINT_PARTS_PER_WRITE: usize = 1024;
 
 /// Layout of the stored projection snapshot (apart from the projections' own version,
 /// [`PROJECTION_VERSION`]). 2: sharded — a small header, one part with the shared maps
@@ -235,6 +245,17 @@ fn load_snapshot(store: &dyn EventStore) -> Result<Option<LedgerView>, ReplayErr
 /// that do not conserve money (rule `money.conservation`), so a stored snapshot always
 /// passed the check that every replay makes.
 pub fn save_snapshot(store: &dyn EventStore, view: &LedgerView) -> Result<(), StoreError> {
+    save_snapshot_with(store, view, APP_CHECKPOINT_VERSIONS)
+}
+
+/// [`save_snapshot`], with app checkpoints every `checkpoint_versions` stream versions
+/// (tests use small intervals to exercise them on small fixtures).
+pub fn save_snapshot_with(
+    store: &dyn EventStore,
+    view: &LedgerView,
+    checkpoint_versions: u64,
+) -> Result<(), StoreError> {
+    assert!(checkpoint_versions > 0, "a checkpoint interval of at least one version");
     // Every field, by name: a new field of the view does not compile until it is stored.
     let LedgerView {
         seq,
@@ -288,7 +309,235 @@ pub fn save_snapshot(store: &dyn EventStore, view: &LedgerView) -> Result<(), St
         commands_rejected: *commands_rejected,
     };
     parts.push((SNAPSHOT_NAME.to_owned(), json(&header)));
+    // Checkpoints first: the snapshot only ever points at a log whose checkpoints are
+    // written (a stop in between leaves the previous snapshot, and the next save resumes).
+    let mut checkpoints = Vec::new();
+    for app in apps.keys() {
+        catch_up_checkpoints(store, view, *app, checkpoint_versions, &mut checkpoints)?;
+        if checkpoints.len() >= CHECKPOINT_PARTS_PER_WRITE {
+            store.put_snapshots(&std::mem::take(&mut checkpoints))?;
+        }
+    }
+    if !checkpoints.is_empty() {
+        store.put_snapshots(&checkpoints)?;
+    }
     store.put_snapshots(&parts)
+}
+
+/// The view of one app at one version of its stream, and the event it was folded to.
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    seq: u64,
+    version: u64,
+    hash: Hash,
+    view: &'a AppView,
+}
+
+#[derive(Deserialize)]
+struct Checkpoint {
+    seq: u64,
+    version: u64,
+    hash: Hash,
+    view: AppView,
+}
+
+fn checkpoint_prefix(app: AppId) -> String {
+    format!("{SNAPSHOT_NAME}/checkpoint/v{PROJECTION_VERSION}/{app}/")
+}
+
+fn checkpoint_name(app: AppId, version: u64) -> String {
+    format!("{}{version:020}", checkpoint_prefix(app))
+}
+
+/// The latest valid checkpoint of `app` at or before stream version `version`: written by
+/// this projection version (its name says so), and folded to an event that is still the
+/// log's (same hash at the same position). `None` if there is none: fold from creation.
+fn last_checkpoint(store: &dyn EventStore, app: AppId, version: u64) -> Result<Option<Checkpoint>, ReplayError> {
+    let (from, to) = (checkpoint_prefix(app), checkpoint_name(app, version));
+    let Some((_, bytes)) = store.last_snapshot_in(&from, &to)? else {
+        return Ok(None);
+    };
+    let Ok(checkpoint) = serde_json::from_slice::<Checkpoint>(&bytes) else {
+        return Ok(None);
+    };
+    let still_the_log = store
+        .read(checkpoint.seq, 1)?
+        .first()
+        .is_some_and(|e| e.seq == checkpoint.seq && Hash::of(&e.bytes) == checkpoint.hash);
+    Ok((still_the_log && checkpoint.version <= version && checkpoint.view.app == app).then_some(checkpoint))
+}
+
+/// Adds to `out` the checkpoints of `app` due by its current version in `view` and not yet
+/// stored: folds its stream from the last stored checkpoint (or its creation) on.
+fn catch_up_checkpoints(
+    store: &dyn EventStore,
+    view: &LedgerView,
+    app: AppId,
+    every: u64,
+    out: &mut Vec<(String, Vec<u8>)>,
+) -> Result<(), StoreError> {
+    let due = view.stream_version(&StreamId::app(app)) / every * every;
+    if due == 0 || store.get_snapshot(&checkpoint_name(app, due))?.is_some() {
+        return Ok(());
+    }
+    let mut fold = AppFold::from(last_checkpoint(store, app, due).map_err(replay_to_store)?);
+    let due_seq = match store.read_stream(&StreamId::app(app), due, 1)?.first() {
+        Some(stored) => stored.seq,
+        None => return Err(StoreError::Corrupt(format!("app {app}'s stream has no version {due}"))),
+    };
+    fold_app_stream(store, app, &mut fold, due, due_seq, |version, stored, app_view| {
+        if version % every == 0 {
+            let part = CheckpointRef {
+                seq: stored.seq,
+                version,
+                hash: Hash::of(&stored.bytes),
+                view: app_view,
+            };
+            out.push((checkpoint_name(app, version), json(&part)));
+        }
+    })
+    .map_err(replay_to_store)
+}
+
+fn replay_to_store(e: ReplayError) -> StoreError {
+    match e {
+        ReplayError::Store(e) => e,
+        ReplayError::Corrupt { seq, reason } => StoreError::Corrupt(format!("event {seq}: {reason}")),
+    }
+}
+
+/// Where a fold of one app stands: the app's view (`None` before its creation), the
+/// stream version and the log position it was folded to.
+struct AppFold {
+    view: Option<AppView>,
+    version: u64,
+    seq: u64,
+}
+
+impl AppFold {
+    fn from(checkpoint: Option<Checkpoint>) -> AppFold {
+        match checkpoint {
+            Some(c) => AppFold {
+                view: Some(c.view),
+                version: c.version,
+                seq: c.seq,
+            },
+            None => AppFold {
+                view: None,
+                version: 0,
+                seq: 0,
+            },
+        }
+    }
+}
+
+/// Folds into `fold` what changed `app` up to version `until` of its stream and position
+/// `until_seq` (the app's events, and its expiry reminders from its account's stream, in
+/// log order), calling `each` after every event of the app's stream.
+fn fold_app_stream(
+    store: &dyn EventStore,
+    app: AppId,
+    fold: &mut AppFold,
+    until: u64,
+    until_seq: u64,
+    mut each: impl FnMut(u64, &crate::store::StoredEvent, &AppView),
+) -> Result<(), ReplayError> {
+    let stream = StreamId::app(app);
+    // The app's reminders after the fold's position, oldest last (popped in log order);
+    // known once the app (and so its account) is.
+    let mut reminders = match &fold.view {
+        Some(view) => app_reminders(store, view, fold.seq, until_seq)?,
+        None => Vec::new(),
+    };
+    while fold.version < until {
+        let want = (until - fold.version).min(REPLAY_PAGE_EVENTS as u64) as usize;
+        let page = store.read_stream(&stream, fold.version + 1, want)?;
+        if page.is_empty() {
+            return Err(ReplayError::Corrupt {
+                seq: fold.seq,
+                reason: format!("{stream} ends at version {}, before version {until}", fold.version),
+            });
+        }
+        for stored in &page {
+            let corrupt = |reason: String| ReplayError::Corrupt {
+                seq: stored.seq,
+                reason,
+            };
+            let event = decode(&stored.bytes).map_err(|e| corrupt(e.0))?;
+            if event.stream != stream || event.version != fold.version + 1 || event.seq != stored.seq {
+                return Err(corrupt(format!(
+                    "indexed as version {} of {stream}, it says version {} of {}",
+                    fold.version + 1,
+                    event.version,
+                    event.stream
+                )));
+            }
+            match &mut fold.view {
+                None => {
+                    let created = AppView::created(&event)
+                        .ok_or_else(|| corrupt(format!("{stream} does not start with app.created")))?;
+                    reminders = app_reminders(store, &created, stored.seq, until_seq)?;
+                    fold.view = Some(created);
+                }
+                Some(view) => {
+                    fold_reminders_before(view, &mut reminders, stored.seq)?;
+                    view.fold(&event).map_err(corrupt)?;
+                }
+            }
+            fold.version += 1;
+            fold.seq = stored.seq;
+            each(fold.version, stored, fold.view.as_ref().expect("folded"));
+        }
+    }
+    if let Some(view) = &mut fold.view {
+        fold_reminders_before(view, &mut reminders, until_seq + 1)?;
+    }
+    Ok(())
+}
+
+/// Folds the reminders (oldest last) that come before position `seq`.
+fn fold_reminders_before(view: &mut AppView, reminders: &mut Vec<Envelope>, seq: u64) -> Result<(), ReplayError> {
+    while reminders.last().is_some_and(|r| r.seq < seq) {
+        let reminder = reminders.pop().expect("checked");
+        view.fold(&reminder).map_err(|reason| ReplayError::Corrupt {
+            seq: reminder.seq,
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+/// The expiry reminders of `app` in its account's stream at positions after `after_seq`
+/// up to `until_seq`, oldest last.
+fn app_reminders(
+    store: &dyn EventStore,
+    app: &AppView,
+    after_seq: u64,
+    until_seq: u64,
+) -> Result<Vec<Envelope>, ReplayError> {
+    let stream = StreamId::account(&app.account);
+    let mut version = stream_version_at(store, &stream, after_seq)?;
+    let last = stream_version_at(store, &stream, until_seq)?;
+    let mut out = Vec::new();
+    while version < last {
+        let want = (last - version).min(REPLAY_PAGE_EVENTS as u64) as usize;
+        let page = store.read_stream(&stream, version + 1, want)?;
+        if page.is_empty() {
+            break;
+        }
+        for stored in &page {
+            let event = decode(&stored.bytes).map_err(|e| ReplayError::Corrupt {
+                seq: stored.seq,
+                reason: e.0,
+            })?;
+            if AppView::changed_by(&event.event) == Some(app.app) {
+                out.push(event);
+            }
+        }
+        version += page.len() as u64;
+    }
+    out.reverse();
+    Ok(out)
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -352,6 +601,113 @@ pub fn load_for_account(
         }
     }
     load(store, until)
+}
+
+/// What `state app` needs: at the head, [`load_for_app`] (the app's part of the
+/// snapshot); as of an earlier business time, [`load_app_as_of`] (the app alone, from its
+/// last checkpoint before that time).
+pub fn load_app(store: &dyn EventStore, app: AppId, until: Option<Instant>) -> Result<LedgerView, ReplayError> {
+    match until {
+        Some(t) if header_at_head(store, until)?.is_none() => load_app_as_of(store, app, t),
+        _ => load_for_app(store, app, until),
+    }
+}
+
+/// App `app` as of business time `until`, as [`load`] with `until` would give it, with
+/// the position, hash, clock, rulebook and currency at that time; every other map empty.
+/// Reads O(log n) events to find the position and the app's stream version at `until`,
+/// then one checkpoint and fewer than [`APP_CHECKPOINT_VERSIONS`] of the app's events:
+/// an index walk whose cost does not grow with the log.
+pub fn load_app_as_of(store: &dyn EventStore, app: AppId, until: Instant) -> Result<LedgerView, ReplayError> {
+    let head = store.head()?;
+    let seq = last_position_at(store, head.seq, until)?;
+    if seq == 0 {
+        return Ok(LedgerView::default());
+    }
+    let (last, hash) = event_at(store, seq)?;
+    let mut view = LedgerView {
+        seq,
+        head_hash: hash,
+        clock: Some(last.occurred_at),
+        ..LedgerView::default()
+    };
+    // The rulebook adopted at or before `seq`, as the ledger stream says.
+    let ledger = StreamId::named(StreamId::LEDGER);
+    let adoptions = stream_version_at(store, &ledger, seq)?;
+    for stored in store.read_stream(&ledger, 1, adoptions as usize)? {
+        let event = event_at(store, stored.seq)?.0;
+        if let Some((rulebook, currency)) = RulebookView::adopted(&event.event) {
+            view.rulebook = Some(rulebook);
+            view.currency = Some(currency);
+        }
+    }
+    let version = stream_version_at(store, &StreamId::app(app), seq)?;
+    if version == 0 {
+        return Ok(view);
+    }
+    let mut fold = AppFold::from(last_checkpoint(store, app, version)?);
+    fold_app_stream(store, app, &mut fold, version, seq, |_, _, _| {})?;
+    view.apps.insert(app, fold.view.expect("version > 0: folded"));
+    Ok(view)
+}
+
+/// The event at position `seq`, decoded, and the hash of its stored bytes.
+fn event_at(store: &dyn EventStore, seq: u64) -> Result<(Envelope, Hash), ReplayError> {
+    let page = store.read(seq, 1)?;
+    let stored = page
+        .first()
+        .filter(|e| e.seq == seq)
+        .ok_or_else(|| ReplayError::Corrupt {
+            seq,
+            reason: "the log has no event at this position".to_owned(),
+        })?;
+    let event = decode(&stored.bytes).map_err(|e| ReplayError::Corrupt { seq, reason: e.0 })?;
+    if event.seq != seq {
+        return Err(ReplayError::Corrupt {
+            seq,
+            reason: format!("its bytes say position {}", event.seq),
+        });
+    }
+    Ok((event, Hash::of(&stored.bytes)))
+}
+
+/// The last position whose event occurred at or before `until` (0 if none): a binary
+/// search over positions 1..=`head`, as `occurred_at` never goes back.
+fn last_position_at(store: &dyn EventStore, head: u64, until: Instant) -> Result<u64, ReplayError> {
+    // Invariant: every event up to `low` occurred at or before `until`; none after `high`.
+    let (mut low, mut high) = (0, head);
+    while low < high {
+        let middle = low + (high - low).div_ceil(2);
+        if event_at(store, middle)?.0.occurred_at <= until {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    Ok(low)
+}
+
+/// The version `stream` had once the event at position `seq` was appended: a binary search
+/// over its stream index (positions grow with versions).
+fn stream_version_at(store: &dyn EventStore, stream: &StreamId, seq: u64) -> Result<u64, ReplayError> {
+    let (mut low, mut high) = (0, store.stream_version(stream)?);
+    while low < high {
+        let middle = low + (high - low).div_ceil(2);
+        let position = store
+            .read_stream(stream, middle, 1)?
+            .first()
+            .map(|e| e.seq)
+            .ok_or_else(|| ReplayError::Corrupt {
+                seq,
+                reason: format!("{stream} has no event at version {middle}"),
+            })?;
+        if position <= seq {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    Ok(low)
 }
 
 /// The valid header, if the snapshot is at the log's head and `until` does not cut it.

@@ -194,6 +194,9 @@ impl EventStore for GateStore {
     fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get_snapshot(name)
     }
+    fn last_snapshot_in(&self, from: &str, to: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        self.inner.last_snapshot_in(from, to)
+    }
     fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
         self.inner.app_key(app)
     }

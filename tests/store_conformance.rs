@@ -437,6 +437,33 @@ fn snapshots_are_put_got_and_replaced(store: &dyn EventStore) {
     assert!(store.read(0, 10).unwrap().is_empty());
 }
 
+fn the_last_snapshot_in_a_range_is_found_by_name(store: &dyn EventStore) {
+    let names = ["cp/7/00000003", "cp/7/00000006", "cp/70/00000001", "cp/8/00000002"];
+    store
+        .put_snapshots(&names.map(|n| (n.to_owned(), n.as_bytes().to_vec())))
+        .unwrap();
+    let last = |from: &str, to: &str| store.last_snapshot_in(from, to).unwrap().map(|(name, _)| name);
+    assert_eq!(last("cp/7/", "cp/7/00000005").as_deref(), Some("cp/7/00000003"));
+    assert_eq!(
+        last("cp/7/", "cp/7/00000006").as_deref(),
+        Some("cp/7/00000006"),
+        "the bound is included"
+    );
+    assert_eq!(
+        last("cp/7/", "cp/7/99999999").as_deref(),
+        Some("cp/7/00000006"),
+        "not another app's"
+    );
+    assert_eq!(last("cp/7/", "cp/7/00000002"), None, "nothing at or before");
+    assert_eq!(last("cp/9/", "cp/9/99999999"), None);
+    assert_eq!(last("cp/8/", "cp/7/"), None, "an empty range");
+    let (name, bytes) = store.last_snapshot_in("cp/8/", "cp/8/9").unwrap().unwrap();
+    assert_eq!(
+        (name.as_str(), bytes.as_slice()),
+        ("cp/8/00000002", &b"cp/8/00000002"[..])
+    );
+}
+
 fn malformed_batches_are_refused_and_nothing_is_written(store: &dyn EventStore) {
     append(store, &[("k0", &[app(1)])]);
     let before = visible(store, &["k0", "k1", "k2"]);
@@ -741,6 +768,7 @@ conformance!(
     a_repeated_key_with_another_digest_is_a_conflict,
     key_records_hold_the_digest_and_the_first_and_last_positions,
     snapshots_are_put_got_and_replaced,
+    the_last_snapshot_in_a_range_is_found_by_name,
     malformed_batches_are_refused_and_nothing_is_written,
     racing_appends_on_one_head_let_exactly_one_in,
     a_vault_key_is_put_once_and_put_returns_the_key_in_place,

@@ -75,3 +75,85 @@ pub fn report(what: &str, ours: f64, reference_name: &str, reference: f64, unit:
         ours / reference
     );
 }
+
+/// CPU time of this process so far (user + system, every thread), from /proc/self/stat in
+/// clock ticks of 10 ms: a cross-check of wall time that other processes on a busy machine
+/// disturb less. `None` off Linux.
+pub fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (in parentheses, and it may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Time spent in `EventStore::append` (sled batch + flush) by every [`TimedStore`].
+static APPEND_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The time spent appending since the last call (the timing split of a run).
+pub fn take_append_time() -> Duration {
+    Duration::from_nanos(APPEND_NANOS.swap(0, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The sled store, its appends timed into [`take_append_time`].
+pub struct TimedStore(pub chat_ledger::store::SledStore);
+
+mod timed_store {
+    use super::{TimedStore, APPEND_NANOS};
+    use chat_ledger::store::{AppendBatch, EventStore, Head, KeyRecord, StoreError, StoredEvent};
+    use chat_ledger_events::{AppId, Key, StreamId};
+    use std::sync::atomic::Ordering;
+
+    impl EventStore for TimedStore {
+        fn head(&self) -> Result<Head, StoreError> {
+            self.0.head()
+        }
+        fn recorded_head(&self) -> Result<Option<Head>, StoreError> {
+            self.0.recorded_head()
+        }
+        fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+            let start = std::time::Instant::now();
+            let result = self.0.append(batch);
+            APPEND_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            result
+        }
+        fn key_record(&self, key: &Key) -> Result<Option<KeyRecord>, StoreError> {
+            self.0.key_record(key)
+        }
+        fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+            self.0.stream_version(stream)
+        }
+        fn read(&self, from_seq: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+            self.0.read(from_seq, max)
+        }
+        fn read_stream(
+            &self,
+            stream: &StreamId,
+            from_version: u64,
+            max: usize,
+        ) -> Result<Vec<StoredEvent>, StoreError> {
+            self.0.read_stream(stream, from_version, max)
+        }
+        fn put_snapshot(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+            self.0.put_snapshot(name, bytes)
+        }
+        fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.get_snapshot(name)
+        }
+        fn last_snapshot_in(&self, from: &str, to: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+            self.0.last_snapshot_in(from, to)
+        }
+        fn put_snapshots(&self, snapshots: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+            self.0.put_snapshots(snapshots)
+        }
+        fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
+            self.0.app_key(app)
+        }
+        fn put_app_key(&self, app: AppId, key: [u8; 32]) -> Result<[u8; 32], StoreError> {
+            self.0.put_app_key(app, key)
+        }
+        fn destroy_app_key(&self, app: AppId) -> Result<(), StoreError> {
+            self.0.destroy_app_key(app)
+        }
+    }
+}

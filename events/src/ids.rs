@@ -49,6 +49,14 @@ macro_rules! token_id {
             }
         }
 
+        /// Maps keyed by the id can be searched by its text (ordering and equality are the
+        /// text's), without building an id.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(&self.0)
@@ -122,6 +130,10 @@ impl StreamId {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+    /// The app whose stream this is, if it is an app's.
+    pub fn app_id(&self) -> Option<AppId> {
+        self.0.strip_prefix("app:")?.parse().ok().map(AppId)
     }
 }
 

@@ -3,10 +3,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use chat_ledger_events::{AccountId, AppId, EditionId, HoldKind, Instant, Money, StreamId};
+use chat_ledger_events::{
+    AccountId, AppId, EditionId, Envelope, EventBody, HoldKind, Instant, Money, Reminder, StreamId,
+};
 
 use crate::deadline::{Deadline, DeadlineKind, Subject};
 use crate::digests::UserDigests;
+use crate::ledger::user_digest;
 
 /// What an app's holds, plan and history add up to. Derived, never stored in events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +109,10 @@ pub struct AppView {
     pub usage: BTreeMap<String, MonthUsage>,
     /// Set when late logins wait for an adjustment on the next bill.
     pub adjustment_push_at: Option<Pending>,
+    /// Positions of the app's events that `explain` may tell — every event folded into it
+    /// but the MAU counts that set no bill push (those are most of a busy app's stream and
+    /// never a cause) — so that `explain` reads these alone, not the whole stream.
+    pub story: Vec<u64>,
 }
 
 impl AppView {
@@ -130,7 +137,249 @@ impl AppView {
             last_counted_login: None,
             usage: BTreeMap::new(),
             adjustment_push_at: None,
+            story: Vec::new(),
         }
+    }
+
+    /// The view an `app.created` event starts, with that event folded in.
+    pub fn created(event: &Envelope) -> Option<AppView> {
+        let EventBody::AppCreated {
+            app,
+            account,
+            name,
+            edition,
+        } = &event.event
+        else {
+            return None;
+        };
+        let mut view = AppView::new(*app, account.clone(), name.clone(), edition.clone(), event.occurred_at);
+        view.story.push(event.seq);
+        Some(view)
+    }
+
+    /// The app whose view `event` changes, if any: the events `fold` folds.
+    pub fn changed_by(event: &EventBody) -> Option<AppId> {
+        match event {
+            EventBody::AppCreated { app, .. }
+            | EventBody::EditionPurchased { app, .. }
+            | EventBody::EditionUpgraded { app, .. }
+            | EventBody::EditionRefunded { app, .. }
+            | EventBody::AutoRenewSwitched { app, .. }
+            | EventBody::PlanExpired { app, .. }
+            | EventBody::HoldPlaced { app, .. }
+            | EventBody::HoldLifted { app, .. }
+            | EventBody::AppReclaimed { app, .. }
+            | EventBody::MauCounted { app, .. }
+            | EventBody::BillIssued { app, .. }
+            | EventBody::ReminderSent {
+                reminder: Reminder::ExpiryUpcoming { app, .. } | Reminder::Expired { app, .. },
+                ..
+            } => Some(*app),
+            _ => None,
+        }
+    }
+
+    /// Folds one event of the app's own stream (`app:<SDKAppID>`) into the app, or one of
+    /// its expiry reminders (recorded in its account's stream). The app is an aggregate:
+    /// its view depends on these events alone (`LedgerView::apply` refuses any other that
+    /// would change it), so a view can be rebuilt from a checkpoint of the app and its
+    /// later events, without the rest of the log (`state app --as-of`). `app.created`
+    /// starts the view: see [`AppView::created`].
+    pub fn fold(&mut self, event: &Envelope) -> Result<(), String> {
+        // The one exception to "its own stream": expiry reminders go to the account's
+        // contact and are recorded in the account's stream.
+        let own = event.stream.app_id() == Some(self.app)
+            || (matches!(event.event, EventBody::ReminderSent { .. })
+                && event.stream == StreamId::account(&self.account));
+        if !own {
+            return Err(format!("changes app {} from stream {}", self.app, event.stream));
+        }
+        match Self::changed_by(&event.event) {
+            Some(app) if app != self.app => {
+                return Err(format!("changes app {app} from the stream of app {}", self.app))
+            }
+            Some(_) if matches!(event.event, EventBody::AppCreated { .. }) => {
+                return Err(format!("app {} already exists", self.app))
+            }
+            Some(_) => self.evolve(event)?,
+            None => {}
+        }
+        // Every event folded but a plain MAU count (see `story`).
+        if !matches!(event.event, EventBody::MauCounted { bill_push_at: None, .. }) {
+            self.story.push(event.seq);
+        }
+        Ok(())
+    }
+
+    fn evolve(&mut self, event: &Envelope) -> Result<(), String> {
+        let at = event.occurred_at;
+        let id = event.id;
+        let goes_on_after_reclamation =
+            matches!(event.event, EventBody::MauCounted { .. } | EventBody::BillIssued { .. });
+        if self.reclaimed_at.is_some() && !goes_on_after_reclamation {
+            return Err(format!("app {} was reclaimed", self.app));
+        }
+        match &event.event {
+            EventBody::EditionPurchased {
+                order,
+                edition,
+                months,
+                monthly_price,
+                valid_from,
+                valid_until,
+                first_reminder_at,
+                ..
+            } => {
+                self.edition = edition.clone();
+                self.orders += 1;
+                self.plan = Some(PlanView {
+                    orders: vec![order.clone()],
+                    edition: edition.clone(),
+                    monthly_price: *monthly_price,
+                    months: *months,
+                    purchased_at: at,
+                    valid_from: *valid_from,
+                    valid_until: *valid_until,
+                    cause: id,
+                });
+                self.expired = None;
+                self.next_reminder = first_reminder_at.map(|at| Pending { at, cause: id });
+            }
+            EventBody::EditionUpgraded {
+                order,
+                to,
+                monthly_price,
+                ..
+            } => {
+                let plan = self.plan.as_mut().ok_or("no plan to upgrade")?;
+                plan.orders.push(order.clone());
+                plan.edition = to.clone();
+                plan.monthly_price = *monthly_price;
+                self.edition = to.clone();
+                self.orders += 1;
+            }
+            EventBody::EditionRefunded { .. } => {
+                if self.plan.take().is_none() {
+                    return Err("no plan to refund".into());
+                }
+                self.next_reminder = None;
+                self.expired = None;
+            }
+            EventBody::AutoRenewSwitched { on, .. } => self.auto_renew = *on,
+            EventBody::PlanExpired {
+                valid_until,
+                grace_ends_at,
+                ..
+            } => {
+                if self.plan.is_none() || self.expired.is_some() {
+                    return Err("no valid plan to expire".into());
+                }
+                self.expired = Some(ExpiredView {
+                    valid_until: *valid_until,
+                    grace_ends_at: *grace_ends_at,
+                    cause: id,
+                });
+            }
+            EventBody::HoldPlaced {
+                hold, reclamation_at, ..
+            } => {
+                if self.holds.contains_key(hold) {
+                    return Err(format!("hold {} is already placed", hold.as_str()));
+                }
+                match (self.is_usable(), reclamation_at) {
+                    (true, Some(reclaim)) => {
+                        self.unusable_since = Some(at);
+                        self.unusable_periods.push((at, None));
+                        self.reclamation = Some(Pending {
+                            at: *reclaim,
+                            cause: id,
+                        });
+                    }
+                    (false, None) => {}
+                    (true, None) => return Err("makes the app unusable but sets no reclamation instant".into()),
+                    (false, Some(_)) => return Err("sets a reclamation instant on an app already unusable".into()),
+                }
+                self.holds.insert(*hold, HoldView { since: at, cause: id });
+                if *hold == HoldKind::Violation {
+                    // Nothing can renew a plan under a violation hold: its reminders stop.
+                    self.next_reminder = None;
+                }
+            }
+            EventBody::HoldLifted { hold, .. } => {
+                if self.holds.remove(hold).is_none() {
+                    return Err(format!("hold {} is not placed", hold.as_str()));
+                }
+                if *hold == HoldKind::Expiry {
+                    self.expired = None;
+                }
+                if self.holds.is_empty() {
+                    self.unusable_since = None;
+                    self.reclamation = None;
+                    if let Some(open) = self.unusable_periods.last_mut() {
+                        open.1 = Some(at);
+                    }
+                }
+            }
+            EventBody::AppReclaimed { .. } => {
+                if self.is_usable() {
+                    return Err("reclaims a usable app".into());
+                }
+                self.reclaimed_at = Some(at);
+                self.reclamation = None;
+                self.next_reminder = None;
+            }
+            EventBody::ReminderSent { next_at, .. } => {
+                self.next_reminder = next_at.map(|at| Pending { at, cause: id });
+            }
+            EventBody::MauCounted {
+                month,
+                users,
+                refused,
+                repeats,
+                bill_push_at,
+                late,
+                ..
+            } => {
+                let usage = self.usage.entry(month.clone()).or_default();
+                for user in users {
+                    if !usage.users.insert(user_digest(&user.user)?) {
+                        return Err(format!("user {} counted twice in {month}", user.user));
+                    }
+                    self.last_counted_login = self.last_counted_login.max(Some(user.logged_in_at));
+                }
+                usage.refused += refused.len() as u64;
+                usage.repeats += repeats;
+                match (bill_push_at, late) {
+                    (Some(push), true) => self.adjustment_push_at = Some(Pending { at: *push, cause: id }),
+                    (Some(push), false) if usage.bill_push.is_none() => {
+                        usage.bill_push = Some(Pending { at: *push, cause: id })
+                    }
+                    (None, false) if usage.bill_push.is_some() => {}
+                    (None, true) => {}
+                    _ => return Err(format!("sets no bill push for month {month}, or sets it twice")),
+                }
+            }
+            EventBody::BillIssued {
+                month, edition, lines, ..
+            } => {
+                for line in lines {
+                    let usage = self
+                        .usage
+                        .get_mut(&line.month)
+                        .ok_or_else(|| format!("no usage in {}", line.month))?;
+                    usage.billed_mau = Some(usage.users.len() as u64);
+                    usage.billed_edition.get_or_insert_with(|| edition.clone());
+                }
+                if let Some(usage) = self.usage.get_mut(month) {
+                    usage.billed_mau = Some(usage.users.len() as u64);
+                    usage.billed_edition.get_or_insert_with(|| edition.clone());
+                }
+                self.adjustment_push_at = None;
+            }
+            _ => {}
+        }
+        self.status = self.derive_status();
+        Ok(())
     }
 
     pub fn is_usable(&self) -> bool {

@@ -4,16 +4,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use chat_ledger_events::{
-    AccountId, AppId, BillLine, Contact, Currency, EditionId, Envelope, EventBody, Hash, HoldKind, Instant,
-    KindAmounts, Money, MoneyKind, StreamId,
+    AccountId, AppId, BillLine, Contact, Currency, EditionId, Envelope, EventBody, Hash, Instant, KindAmounts, Money,
+    MoneyKind, StreamId,
 };
 
-use crate::app::{AppView, ExpiredView, HoldView, Pending, PlanView};
+use crate::app::AppView;
 use crate::deadline::{Deadline, DeadlineKind, Subject};
 
 /// Version of the projection code. Raise it whenever `apply` or a view's shape changes:
 /// stored projection snapshots of another version are ignored and rebuilt by replay.
-pub const PROJECTION_VERSION: u32 = 2;
+pub const PROJECTION_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RulebookView {
@@ -22,6 +22,27 @@ pub struct RulebookView {
     pub seed: String,
     /// The zone instants are shown in, e.g. `+08:00`.
     pub zone: String,
+}
+
+impl RulebookView {
+    /// The rulebook and currency a `rulebook.adopted` event adopts.
+    pub fn adopted(event: &EventBody) -> Option<(RulebookView, Currency)> {
+        let EventBody::RulebookAdopted {
+            rulebook,
+            seed,
+            zone,
+            currency,
+        } = event
+        else {
+            return None;
+        };
+        let view = RulebookView {
+            rulebook: rulebook.clone(),
+            seed: seed.clone(),
+            zone: zone.clone(),
+        };
+        Some((view, *currency))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +70,9 @@ pub struct AccountView {
     /// Editions this account ever bought, on any app (offer eligibility).
     pub editions_bought: BTreeSet<EditionId>,
     pub arrears: Option<ArrearsView>,
+    /// Positions of the account stream's events that `explain` may tell: all of them but
+    /// the expiry reminders, which are in the `story` of the app they remind of.
+    pub story: Vec<u64>,
 }
 
 impl AccountView {
@@ -188,6 +212,8 @@ impl LedgerView {
             }
         }
         self.apply_body(event).map_err(fail)?;
+        self.fold_app(event).map_err(fail)?;
+        self.note_account_story(event);
         self.seq = event.seq;
         self.head_hash = hash;
         self.clock = Some(event.occurred_at);
@@ -215,21 +241,13 @@ impl LedgerView {
         let at = event.occurred_at;
         let id = event.id;
         match &event.event {
-            EventBody::RulebookAdopted {
-                rulebook,
-                seed,
-                zone,
-                currency,
-            } => {
+            EventBody::RulebookAdopted { .. } => {
                 if self.rulebook.is_some() {
                     return Err("a rulebook was already adopted".into());
                 }
-                self.rulebook = Some(RulebookView {
-                    rulebook: rulebook.clone(),
-                    seed: seed.clone(),
-                    zone: zone.clone(),
-                });
-                self.currency = Some(*currency);
+                let (rulebook, currency) = RulebookView::adopted(&event.event).expect("a rulebook.adopted event");
+                self.rulebook = Some(rulebook);
+                self.currency = Some(currency);
             }
             EventBody::InputRecorded { .. } => self.inputs_recorded += 1,
             EventBody::CommandRejected { .. } => self.commands_rejected += 1,
@@ -255,6 +273,7 @@ impl LedgerView {
                         apps: BTreeSet::new(),
                         editions_bought: BTreeSet::new(),
                         arrears: None,
+                        story: Vec::new(),
                     },
                 );
             }
@@ -315,31 +334,24 @@ impl LedgerView {
                     });
                 }
             }
-            EventBody::AppCreated {
-                app,
-                account,
-                name,
-                edition,
-            } => {
+            EventBody::AppCreated { app, account, .. } => {
                 if self.apps.contains_key(app) {
                     return Err(format!("app {app} already exists"));
                 }
                 self.account_mut(account)?.apps.insert(*app);
-                self.apps.insert(
-                    *app,
-                    AppView::new(*app, account.clone(), name.clone(), edition.clone(), at),
-                );
             }
             EventBody::EditionPurchased {
                 app,
                 order,
                 edition,
-                months,
-                monthly_price,
                 amount,
-                valid_from,
-                valid_until,
-                first_reminder_at,
+                ..
+            }
+            | EventBody::EditionUpgraded {
+                app,
+                order,
+                to: edition,
+                amount,
                 ..
             } => {
                 let account = self
@@ -349,171 +361,17 @@ impl LedgerView {
                     .account
                     .clone();
                 self.new_order(order, *app, &account, edition, *amount, at)?;
-                self.change_app(*app, |view| {
-                    view.edition = edition.clone();
-                    view.orders += 1;
-                    view.plan = Some(PlanView {
-                        orders: vec![order.clone()],
-                        edition: edition.clone(),
-                        monthly_price: *monthly_price,
-                        months: *months,
-                        purchased_at: at,
-                        valid_from: *valid_from,
-                        valid_until: *valid_until,
-                        cause: id,
-                    });
-                    view.expired = None;
-                    view.next_reminder = first_reminder_at.map(|at| Pending { at, cause: id });
-                    Ok(())
-                })?;
             }
-            EventBody::EditionUpgraded {
-                app,
-                order,
-                to,
-                monthly_price,
-                amount,
-                ..
-            } => {
-                let account = self
-                    .apps
-                    .get(app)
-                    .ok_or_else(|| format!("unknown app {app}"))?
-                    .account
-                    .clone();
-                self.new_order(order, *app, &account, to, *amount, at)?;
-                self.change_app(*app, |view| {
-                    let plan = view.plan.as_mut().ok_or("no plan to upgrade")?;
-                    plan.orders.push(order.clone());
-                    plan.edition = to.clone();
-                    plan.monthly_price = *monthly_price;
-                    view.edition = to.clone();
-                    view.orders += 1;
-                    Ok(())
-                })?;
-            }
-            EventBody::EditionRefunded { app, .. } => self.change_app(*app, |view| {
-                if view.plan.take().is_none() {
-                    return Err("no plan to refund".into());
-                }
-                view.next_reminder = None;
-                view.expired = None;
-                Ok(())
-            })?,
-            EventBody::AutoRenewSwitched { app, on } => self.change_app(*app, |view| {
-                view.auto_renew = *on;
-                Ok(())
-            })?,
-            EventBody::AutoRenewAttempted { .. } => {}
-            EventBody::PlanExpired {
-                app,
-                valid_until,
-                grace_ends_at,
-            } => self.change_app(*app, |view| {
-                if view.plan.is_none() || view.expired.is_some() {
-                    return Err("no valid plan to expire".into());
-                }
-                view.expired = Some(ExpiredView {
-                    valid_until: *valid_until,
-                    grace_ends_at: *grace_ends_at,
-                    cause: id,
-                });
-                Ok(())
-            })?,
-            EventBody::HoldPlaced {
-                app,
-                hold,
-                reclamation_at,
-            } => self.change_app(*app, |view| {
-                if view.holds.contains_key(hold) {
-                    return Err(format!("hold {} is already placed", hold.as_str()));
-                }
-                match (view.is_usable(), reclamation_at) {
-                    (true, Some(reclaim)) => {
-                        view.unusable_since = Some(at);
-                        view.unusable_periods.push((at, None));
-                        view.reclamation = Some(Pending {
-                            at: *reclaim,
-                            cause: id,
-                        });
-                    }
-                    (false, None) => {}
-                    (true, None) => return Err("makes the app unusable but sets no reclamation instant".into()),
-                    (false, Some(_)) => return Err("sets a reclamation instant on an app already unusable".into()),
-                }
-                view.holds.insert(*hold, HoldView { since: at, cause: id });
-                if *hold == HoldKind::Violation {
-                    // Nothing can renew a plan under a violation hold: its reminders stop.
-                    view.next_reminder = None;
-                }
-                Ok(())
-            })?,
-            EventBody::HoldLifted { app, hold } => self.change_app(*app, |view| {
-                if view.holds.remove(hold).is_none() {
-                    return Err(format!("hold {} is not placed", hold.as_str()));
-                }
-                if *hold == HoldKind::Expiry {
-                    view.expired = None;
-                }
-                if view.holds.is_empty() {
-                    view.unusable_since = None;
-                    view.reclamation = None;
-                    if let Some(open) = view.unusable_periods.last_mut() {
-                        open.1 = Some(at);
-                    }
-                }
-                Ok(())
-            })?,
-            EventBody::AppReclaimed { app, .. } => self.change_app(*app, |view| {
-                if view.is_usable() {
-                    return Err("reclaims a usable app".into());
-                }
-                view.reclaimed_at = Some(at);
-                view.reclamation = None;
-                view.next_reminder = None;
-                Ok(())
-            })?,
-            EventBody::ReminderSent { reminder, next_at, .. } => {
-                if let chat_ledger_events::Reminder::ExpiryUpcoming { app, .. }
-                | chat_ledger_events::Reminder::Expired { app, .. } = reminder
-                {
-                    self.change_app(*app, |view| {
-                        view.next_reminder = next_at.map(|at| Pending { at, cause: id });
-                        Ok(())
-                    })?;
-                }
-            }
-            EventBody::MauCounted {
-                app,
-                month,
-                users,
-                refused,
-                repeats,
-                bill_push_at,
-                late,
-            } => {
-                self.change_usage(*app, |view| {
-                    let usage = view.usage.entry(month.clone()).or_default();
-                    for user in users {
-                        if !usage.users.insert(user_digest(&user.user)?) {
-                            return Err(format!("user {} counted twice in {month}", user.user));
-                        }
-                        view.last_counted_login = view.last_counted_login.max(Some(user.logged_in_at));
-                    }
-                    usage.refused += refused.len() as u64;
-                    usage.repeats += repeats;
-                    match (bill_push_at, late) {
-                        (Some(push), true) => view.adjustment_push_at = Some(Pending { at: *push, cause: id }),
-                        (Some(push), false) if usage.bill_push.is_none() => {
-                            usage.bill_push = Some(Pending { at: *push, cause: id })
-                        }
-                        (None, false) if usage.bill_push.is_some() => {}
-                        (None, true) => {}
-                        _ => return Err(format!("sets no bill push for month {month}, or sets it twice")),
-                    }
-                    Ok(())
-                })?;
-            }
+            // Only the app changes: `fold_app` folds them.
+            EventBody::EditionRefunded { .. }
+            | EventBody::AutoRenewSwitched { .. }
+            | EventBody::AutoRenewAttempted { .. }
+            | EventBody::PlanExpired { .. }
+            | EventBody::HoldPlaced { .. }
+            | EventBody::HoldLifted { .. }
+            | EventBody::AppReclaimed { .. }
+            | EventBody::ReminderSent { .. }
+            | EventBody::MauCounted { .. } => {}
             EventBody::BillIssued {
                 account,
                 app,
@@ -526,22 +384,6 @@ impl LedgerView {
                 if self.bills.contains_key(bill) {
                     return Err(format!("bill {bill} already issued"));
                 }
-                self.change_usage(*app, |view| {
-                    for line in lines {
-                        let usage = view
-                            .usage
-                            .get_mut(&line.month)
-                            .ok_or_else(|| format!("no usage in {}", line.month))?;
-                        usage.billed_mau = Some(usage.users.len() as u64);
-                        usage.billed_edition.get_or_insert_with(|| edition.clone());
-                    }
-                    if let Some(usage) = view.usage.get_mut(month) {
-                        usage.billed_mau = Some(usage.users.len() as u64);
-                        usage.billed_edition.get_or_insert_with(|| edition.clone());
-                    }
-                    view.adjustment_push_at = None;
-                    Ok(())
-                })?;
                 self.bills.insert(
                     bill.clone(),
                     BillView {
@@ -669,37 +511,43 @@ impl LedgerView {
         }
     }
 
-    /// Changes one live app and keeps the deadline index equal to what the app implies.
-    fn change_app(
-        &mut self,
-        app: AppId,
-        change: impl FnOnce(&mut AppView) -> Result<(), String>,
-    ) -> Result<(), String> {
-        self.change(app, false, change)
-    }
-
-    /// As `change_app`, for usage and bills, which go on after reclamation.
-    fn change_usage(
-        &mut self,
-        app: AppId,
-        change: impl FnOnce(&mut AppView) -> Result<(), String>,
-    ) -> Result<(), String> {
-        self.change(app, true, change)
-    }
-
-    fn change(
-        &mut self,
-        app: AppId,
-        reclaimed_ok: bool,
-        change: impl FnOnce(&mut AppView) -> Result<(), String>,
-    ) -> Result<(), String> {
-        let view = self.apps.get_mut(&app).ok_or_else(|| format!("unknown app {app}"))?;
-        if view.reclaimed_at.is_some() && !reclaimed_ok {
-            return Err(format!("app {app} was reclaimed"));
+    /// Keeps each account's `story`: its stream's events but the expiry reminders.
+    fn note_account_story(&mut self, event: &Envelope) {
+        let Some(account) = event.stream.as_str().strip_prefix("account:") else {
+            return;
+        };
+        if AppView::changed_by(&event.event).is_some() {
+            return;
         }
+        // Streams of accounts never opened hold refusals only: nothing to tell.
+        if let Some(view) = self.accounts.get_mut(account) {
+            view.story.push(event.seq);
+        }
+    }
+
+    /// Folds an event of an app's stream, or one that changes an app from elsewhere (an
+    /// expiry reminder), into that app (`AppView::fold`, which refuses any other stream)
+    /// and keeps the deadline index equal to what the app implies.
+    fn fold_app(&mut self, event: &Envelope) -> Result<(), String> {
+        let Some(app) = event.stream.app_id().or_else(|| AppView::changed_by(&event.event)) else {
+            return Ok(());
+        };
+        if let Some(created) = AppView::created(event) {
+            if created.app != app {
+                return Err(format!("creates app {} in the stream of app {app}", created.app));
+            }
+            self.deadlines.extend(created.deadlines());
+            self.apps.insert(app, created);
+            return Ok(());
+        }
+        let Some(view) = self.apps.get_mut(&app) else {
+            return match AppView::changed_by(&event.event) {
+                Some(_) => Err(format!("unknown app {app}")),
+                None => Ok(()),
+            };
+        };
         let before = view.deadlines();
-        change(view)?;
-        view.status = view.derive_status();
+        view.fold(event)?;
         let after = view.deadlines();
         // The index holds every deadline of `before` (it is kept equal to what each app
         // implies): when the app implies the same ones, there is nothing to move.

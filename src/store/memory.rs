@@ -18,7 +18,7 @@ struct Inner {
     /// stream → the seq of each of its events, version `v` at index `v - 1`.
     streams: HashMap<StreamId, Vec<u64>>,
     keys: HashMap<Key, KeyRecord>,
-    snapshots: HashMap<String, Vec<u8>>,
+    snapshots: BTreeMap<String, Vec<u8>>,
     vault: HashMap<AppId, [u8; 32]>,
 }
 
@@ -121,6 +121,18 @@ impl EventStore for MemoryStore {
 
     fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.lock().snapshots.get(name).cloned())
+    }
+
+    fn last_snapshot_in(&self, from: &str, to: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        if from > to {
+            return Ok(None);
+        }
+        let inner = self.lock();
+        let last = inner
+            .snapshots
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Included(to)))
+            .next_back();
+        Ok(last.map(|(name, bytes)| (name.clone(), bytes.clone())))
     }
 
     fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {

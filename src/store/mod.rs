@@ -126,6 +126,11 @@ pub trait EventStore: Send + Sync {
 
     fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The snapshot with the greatest name in `from..=to` (names compared as bytes), with
+    /// its bytes: how a reader finds the latest checkpoint at or before a position without
+    /// knowing which were written. An index seek, not a scan.
+    fn last_snapshot_in(&self, from: &str, to: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+
     /// Stores several snapshots, in order, each replacing the previous one of its name;
     /// durable on return. Backends that can write them all at once (all or none) do; this
     /// default writes them one by one, so a failure may leave the first ones written.

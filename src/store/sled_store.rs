@@ -313,6 +313,19 @@ impl EventStore for SledStore {
         Ok(value.map(|v| v.to_vec()))
     }
 
+    fn last_snapshot_in(&self, from: &str, to: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        if from > to {
+            return Ok(None);
+        }
+        let Some(entry) = self.snapshots.range(from.as_bytes()..=to.as_bytes()).next_back() else {
+            return Ok(None);
+        };
+        let (name, bytes) = entry.map_err(sled_error(format_args!("reading snapshots {from:?} to {to:?}")))?;
+        let name = String::from_utf8(name.to_vec())
+            .map_err(|_| StoreError::Corrupt(format!("a snapshot name between {from:?} and {to:?} is not UTF-8")))?;
+        Ok(Some((name, bytes.to_vec())))
+    }
+
     fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
         let value = self
             .vault
