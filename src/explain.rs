@@ -179,15 +179,20 @@ impl<'a> Log<'a> {
             return Ok(());
         }
         // An app's stream is mostly MAU counts, an account's mostly expiry reminders, that
-        // explain nothing here: read the positions their views keep (`story`) one by one,
-        // not the whole stream. (An app's own reminders are in its story.)
-        let app_story = stream.app_id().and_then(|a| self.view.apps.get(&a)).map(|a| &a.story);
+        // explain nothing here: read the positions their views keep one by one (an app's
+        // `story` and the `reminders` of its current plan; an account's `story`), not the
+        // whole stream.
+        let app_story = stream.app_id().and_then(|a| self.view.apps.get(&a)).map(|a| {
+            let mut story: Vec<u64> = a.story.iter().chain(&a.reminders).copied().collect();
+            story.sort_unstable();
+            story
+        });
         let account_story = || {
             let account = stream.as_str().strip_prefix("account:")?;
-            self.view.accounts.get(account).map(|a| &a.story)
+            self.view.accounts.get(account).map(|a| a.story.clone())
         };
         if let Some(story) = app_story.or_else(account_story) {
-            for seq in story {
+            for seq in &story {
                 let stored = self.store.read(*seq, 1)?;
                 match stored.first() {
                     Some(stored) if stored.seq == *seq => {

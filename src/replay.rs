@@ -377,10 +377,16 @@ fn catch_up_checkpoints(
     out: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<(), StoreError> {
     let due = view.stream_version(&StreamId::app(app)) / every * every;
-    if due == 0 || store.get_snapshot(&checkpoint_name(app, due))?.is_some() {
+    if due == 0 {
         return Ok(());
     }
-    let mut fold = AppFold::from(last_checkpoint(store, app, due).map_err(replay_to_store)?);
+    // The last valid checkpoint: the one due if it is stored and readable, else the one to
+    // fold on from (a checkpoint that no longer reads is written again).
+    let last = last_checkpoint(store, app, due).map_err(replay_to_store)?;
+    if last.as_ref().is_some_and(|c| c.version == due) {
+        return Ok(());
+    }
+    let mut fold = AppFold::from(last);
     let due_seq = match store.read_stream(&StreamId::app(app), due, 1)?.first() {
         Some(stored) => stored.seq,
         None => return Err(StoreError::Corrupt(format!("app {app}'s stream has no version {due}"))),

@@ -68,7 +68,7 @@ pub struct Pending {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct MonthUsage {
     /// Digests (128 bits) of the users counted this month: each once, exactly.
-    /// Serialized as an ascending array.
+    /// Serialized as one hex string, 32 digits a digest, ascending.
     pub users: UserDigests,
     /// Logins refused over the free edition's limit.
     pub refused: u64,
@@ -110,9 +110,13 @@ pub struct AppView {
     /// Set when late logins wait for an adjustment on the next bill.
     pub adjustment_push_at: Option<Pending>,
     /// Positions of the app's events that `explain` may tell — every event folded into it
-    /// but the MAU counts that set no bill push (those are most of a busy app's stream and
-    /// never a cause) — so that `explain` reads these alone, not the whole stream.
+    /// but the MAU counts that set no bill push (most of a busy app's stream, and never a
+    /// cause) and the expiry reminders (see `reminders`) — so that `explain` reads these
+    /// alone, not the whole stream.
     pub story: Vec<u64>,
+    /// Positions of the expiry reminders of the current (or last expired) plan: the ones
+    /// `explain` tells. A new validity window, or a refund, starts the list again.
+    pub reminders: Vec<u64>,
 }
 
 impl AppView {
@@ -138,6 +142,7 @@ impl AppView {
             usage: BTreeMap::new(),
             adjustment_push_at: None,
             story: Vec::new(),
+            reminders: Vec::new(),
         }
     }
 
@@ -204,9 +209,14 @@ impl AppView {
             Some(_) => self.evolve(event)?,
             None => {}
         }
-        // Every event folded but a plain MAU count (see `story`).
-        if !matches!(event.event, EventBody::MauCounted { bill_push_at: None, .. }) {
-            self.story.push(event.seq);
+        match event.event {
+            EventBody::MauCounted { bill_push_at: None, .. } => {}
+            EventBody::ReminderSent { .. } => self.reminders.push(event.seq),
+            EventBody::EditionPurchased { .. } | EventBody::EditionRefunded { .. } => {
+                self.reminders.clear();
+                self.story.push(event.seq);
+            }
+            _ => self.story.push(event.seq),
         }
         Ok(())
     }
