@@ -205,6 +205,7 @@ impl From<LedgerError> for Failure {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,6 +213,19 @@ fn main() -> ExitCode {
             eprintln!("error: {}", f.message);
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `chat-ledger state bills | head` would panic in `println!`
+/// once `head` exits. Like other command-line tools, stop quietly instead: the reader
+/// has what it wanted. Every write is acknowledged before it is reported, so a stop at a
+/// print loses nothing (at worst a projection snapshot, rebuilt by the next replay).
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -409,3 +409,42 @@ fn advance_stops_short_of_a_later_deadline() {
     );
     assert_eq!(ledger.json(&["state", "app", APP, "--json"])["status"], "suspended");
 }
+
+/// `chat-ledger state all --json | head -1`: the reader closes the pipe early, and the ledger
+/// stops quietly (as `cat` would: SIGPIPE), without a panic message.
+#[test]
+fn output_into_a_closed_pipe_stops_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    // Three hundred apps: every output below is larger than a pipe's buffer (64 KiB), so
+    // the writer is still writing when the reader goes.
+    let ledger = Ledger::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("replay-fixtures/app-limit.jsonl");
+    ledger.ok(&["import", fixture.to_str().expect("utf-8 path")]);
+    for args in [&["state", "all", "--json"][..], &["log"], &["export"]] {
+        let whole = ledger.ok(args);
+        assert!(whole.len() > 64 << 10, "{args:?}: {} bytes fit a pipe", whole.len());
+        let mut child = ledger
+            .bare()
+            .arg("--data")
+            .arg(ledger.data())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run chat-ledger");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first).expect("read");
+        assert!(!first.is_empty(), "{args:?} printed something");
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}: {stderr}",
+            out.status
+        );
+    }
+}
