@@ -436,7 +436,9 @@ fn output_into_a_closed_pipe_stops_quietly() {
             .spawn()
             .expect("run chat-ledger");
         let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first).expect("read");
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut first)
+            .expect("read");
         assert!(!first.is_empty(), "{args:?} printed something");
         let out = child.wait_with_output().expect("wait");
         let stderr = String::from_utf8_lossy(&out.stderr);
