@@ -439,7 +439,7 @@ impl AppFold {
 
 /// Folds into `fold` what changed `app` up to version `until` of its stream and position
 /// `until_seq` (the app's events, and its expiry reminders from its account's stream, in
-/// log order), calling `each` after every event of the app's stream.
+/// log order), calling `each` after every event of the app's stream once the app exists.
 fn fold_app_stream(
     store: &dyn EventStore,
     app: AppId,
@@ -479,12 +479,18 @@ fn fold_app_stream(
                 )));
             }
             match &mut fold.view {
-                None => {
-                    let created = AppView::created(&event)
-                        .ok_or_else(|| corrupt(format!("{stream} does not start with app.created")))?;
-                    reminders = app_reminders(store, &created, stored.seq, until_seq)?;
-                    fold.view = Some(created);
-                }
+                // Before its creation an app's stream holds only refusals (a login or a
+                // creation refused): nothing to fold.
+                None => match AppView::created(&event) {
+                    Some(created) if created.app == app => {
+                        reminders = app_reminders(store, &created, stored.seq, until_seq)?;
+                        fold.view = Some(created);
+                    }
+                    _ if AppView::changed_by(&event.event).is_some() => {
+                        return Err(corrupt(format!("changes app {app} before its app.created")));
+                    }
+                    _ => {}
+                },
                 Some(view) => {
                     fold_reminders_before(view, &mut reminders, stored.seq)?;
                     view.fold(&event).map_err(corrupt)?;
@@ -492,7 +498,9 @@ fn fold_app_stream(
             }
             fold.version += 1;
             fold.seq = stored.seq;
-            each(fold.version, stored, fold.view.as_ref().expect("folded"));
+            if let Some(view) = &fold.view {
+                each(fold.version, stored, view);
+            }
         }
     }
     if let Some(view) = &mut fold.view {
@@ -653,7 +661,9 @@ pub fn load_app_as_of(store: &dyn EventStore, app: AppId, until: Instant) -> Res
     }
     let mut fold = AppFold::from(last_checkpoint(store, app, version)?);
     fold_app_stream(store, app, &mut fold, version, seq, |_, _, _| {})?;
-    view.apps.insert(app, fold.view.expect("version > 0: folded"));
+    if let Some(app_view) = fold.view {
+        view.apps.insert(app, app_view);
+    }
     Ok(view)
 }
 
