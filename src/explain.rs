@@ -140,6 +140,8 @@ struct Log<'a> {
     loaded: BTreeSet<StreamId>,
     /// Streams read only when a link leads out of the loaded ones.
     fallback: Vec<StreamId>,
+    /// Whether accounts' charges are read (`explain account` tells them; see `AccountView::charges`).
+    charges: bool,
 }
 
 impl<'a> Log<'a> {
@@ -152,6 +154,7 @@ impl<'a> Log<'a> {
             by_id: HashMap::new(),
             loaded: BTreeSet::new(),
             fallback: Vec::new(),
+            charges: true,
         }
     }
 
@@ -189,7 +192,14 @@ impl<'a> Log<'a> {
         });
         let account_story = || {
             let account = stream.as_str().strip_prefix("account:")?;
-            self.view.accounts.get(account).map(|a| a.story.clone())
+            self.view.accounts.get(account).map(|a| {
+                let mut story = a.story.clone();
+                if self.charges {
+                    story.extend(&a.charges);
+                    story.sort_unstable();
+                }
+                story
+            })
         };
         if let Some(story) = app_story.or_else(account_story) {
             for seq in &story {
@@ -640,6 +650,9 @@ pub fn explain_app(
         .get(&app_view.account)
         .ok_or_else(|| ExplainError::NotFound(format!("account {} of app {app}", app_view.account)))?;
     let mut log = Log::new(store, view);
+    // An app's explanation never tells a charge: causes are recorded inputs or the events
+    // that set a deadline, and charges are not among the events told beside a link.
+    log.charges = false;
     log.load_stream(&StreamId::app(app))?;
     log.load_stream(&StreamId::account(&account.account))?;
     log.fallback = account

@@ -71,8 +71,13 @@ pub struct AccountView {
     pub editions_bought: BTreeSet<EditionId>,
     pub arrears: Option<ArrearsView>,
     /// Positions of the account stream's events that `explain` may tell: all of them but
-    /// the expiry reminders, which are in the `story` of the app they remind of.
+    /// the expiry reminders, which are in the `story` of the app they remind of, and the
+    /// charges (see `charges`).
     pub story: Vec<u64>,
+    /// Positions of its `account.charged` events: orders paid, which `explain account`
+    /// tells; never a cause nor told beside one, so `explain app` skips them (most of a
+    /// long-lived account's stream).
+    pub charges: Vec<u64>,
 }
 
 impl AccountView {
@@ -274,6 +279,7 @@ impl LedgerView {
                         editions_bought: BTreeSet::new(),
                         arrears: None,
                         story: Vec::new(),
+                        charges: Vec::new(),
                     },
                 );
             }
@@ -511,7 +517,7 @@ impl LedgerView {
         }
     }
 
-    /// Keeps each account's `story`: its stream's events but the expiry reminders.
+    /// Keeps each account's `story` and `charges`: its stream's events but the expiry reminders.
     fn note_account_story(&mut self, event: &Envelope) {
         let Some(account) = event.stream.as_str().strip_prefix("account:") else {
             return;
@@ -521,7 +527,10 @@ impl LedgerView {
         }
         // Streams of accounts never opened hold refusals only: nothing to tell.
         if let Some(view) = self.accounts.get_mut(account) {
-            view.story.push(event.seq);
+            match event.event {
+                EventBody::AccountCharged { .. } => view.charges.push(event.seq),
+                _ => view.story.push(event.seq),
+            }
         }
     }
 
