@@ -5,13 +5,14 @@
 //!     buy_edition across many accounts and apps) through `Ledger::submit` in chunks of
 //!     `CHUNK_INPUTS_DEFAULT` (one flush each), and through `import::import` of the same
 //!     inputs as JSON Lines (parse + check + submit), into a fresh `SledStore`;
-//! (b) reference: raw `sled::Tree::insert` of the SAME stored bytes (read back from (a))
-//!     into a fresh sled database, then one flush; and (b2) the store's own write sets
-//!     (events, stream index, key records, versions, head: rebuilt from the store after
-//!     (a)), one raw `apply_batch` + flush per append — sled's cost of the store's layout;
+//! (b) reference: raw `sled::Tree::insert` of the SAME stored bytes (read back from (a)),
+//!     one entry per event, into a fresh sled database, then one flush; and (b2) the
+//!     store's own write sets (event blocks, stream runs, key records, head: rebuilt from
+//!     the store after (a)), raw inserts + one flush per append — sled's cost of the
+//!     store's layout;
 //! (c) one `Ledger::submit` of one input at a time (durable on return), interleaved with
 //! (d) reference: raw insert + flush of one stored event per record; and (d2) each single
-//!     command's own write set, raw `apply_batch` + flush;
+//!     command's own write set, raw inserts + flush;
 //! (e) group commit: K client threads submitting single inputs through `GroupCommitter`,
 //!     against the same committer with groups of 1 (one flush per input).
 //!
@@ -321,52 +322,45 @@ fn be(bytes: &[u8]) -> u64 {
 }
 
 /// The write sets the store's appends made, rebuilt from its `log` tree (the layout of
-/// src/store/sled_store.rs) and the head after each append: each append's events, their
-/// stream-index entries and key records, the versions of the streams it touched and the
-/// head record — what `SledStore::append` hands to one `apply_batch`.
+/// src/store/sled_store.rs) and the head after each append: each append's event blocks,
+/// stream runs and key records, then its head record — what `SledStore::append` inserts,
+/// in that order, before its flush.
 fn write_sets(dir: &Path, heads: &[Head]) -> (Vec<WriteSet>, usize) {
     let db = open_raw_sled(dir).expect("reopen the store raw");
     let tree = db.open_tree("log").expect("the log tree");
     let of = |seq: u64| heads.partition_point(|h| h.seq < seq);
+    // Per append: blocks, runs, key records (tree order is e < k < s: sort by kind below).
     let mut sets: Vec<WriteSet> = vec![Vec::new(); heads.len()];
-    let mut versions: Vec<BTreeMap<Vec<u8>, u64>> = vec![BTreeMap::new(); heads.len()];
     let mut entries = 0;
     for entry in tree.iter() {
         let (k, v) = entry.expect("read the store");
         entries += 1;
         let append = match k[0] {
             b'e' => of(be(&k[1..])),
-            b's' => {
-                let n = k.len();
-                let append = of(be(&v));
-                let version = versions[append].entry(k[1..n - 9].to_vec()).or_default();
-                *version = (*version).max(be(&k[n - 8..]));
-                append
-            }
+            b's' => of(be(&v[..8])),
             b'k' => of(be(&v[32..40])),
-            _ => continue, // `v` and `h`: below, as each append wrote them
+            _ => continue, // `f` (written at creation) and `h`: below, as each append wrote it
         };
         sets[append].push((k.to_vec(), v.to_vec()));
     }
-    for ((set, versions), head) in sets.iter_mut().zip(versions).zip(heads) {
-        for (stream, version) in versions {
-            let mut key = vec![b'v'];
-            key.extend_from_slice(&stream);
-            set.push((key, version.to_be_bytes().to_vec()));
-        }
+    let order = |key: &[u8]| match key[0] {
+        b'e' => 0,
+        b's' => 1,
+        _ => 2,
+    };
+    for (set, head) in sets.iter_mut().zip(heads) {
+        set.sort_by_key(|(k, _)| order(k)); // stable: positions stay in order
         let mut value = head.seq.to_be_bytes().to_vec();
         value.extend_from_slice(&head.hash.0);
         set.push((b"h".to_vec(), value));
     }
-    (sets, entries)
+    (sets, entries - 2) // less `f` and `h`, which are not per event
 }
 
 fn apply(tree: &sled::Tree, set: &WriteSet) {
-    let mut batch = sled::Batch::default();
     for (k, v) in set {
-        batch.insert(k.as_slice(), v.as_slice());
+        tree.insert(k.as_slice(), v.as_slice()).expect("insert");
     }
-    tree.apply_batch(batch).expect("apply_batch");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -388,7 +382,7 @@ fn main() {
 
     // (a) bulk through the ledger, chunks of CHUNK_INPUTS_DEFAULT; (a') the same through
     // import::import; (b) raw sled: the same bytes, inserted, one flush; (b2) the store's
-    // own write sets, one apply_batch + flush per append as SledStore::append does
+    // own write sets, inserted + one flush per append as SledStore::append does
     // (decide/seal excluded). Run 0 of (a) also yields the bytes and write sets that
     // (b) and (b2) replay. The four alternate run by run, so that the machine's noise
     // falls on each of them alike.
@@ -464,7 +458,7 @@ fn main() {
         sets_times.push((wall, cpu));
         let stored_head = tree.get(b"h").expect("read").expect("a head");
         assert_eq!(&stored_head[8..], &head.hash.0[..], "write sets: the head record");
-        assert_eq!(tree.iter().count(), bulk_entries);
+        assert_eq!(tree.iter().count(), bulk_entries + 1, "every entry but `f`");
     }
     let head = expected.expect("a run");
     let events = head.seq;
@@ -508,7 +502,7 @@ fn main() {
     submit.print("(a) Ledger::submit, 1,000-input chunks");
     import.print("(a) import::import of JSON Lines");
     raw.print("(b) raw sled insert + 1 flush");
-    sets.print("(b2) raw apply_batch of the store's write sets");
+    sets.print("(b2) raw inserts of the store's write sets");
     println!("digest: head {}:{}", head.seq, head.hash);
 
     // (c) single commands, one durable submit each, interleaved with (d) raw insert+flush.
@@ -553,7 +547,7 @@ fn main() {
         single_head.seq, single_head.hash
     );
     drop(ledger);
-    // (d2) each single command's own write set, apply_batch + flush, interleaved with (d) again.
+    // (d2) each single command's own write set, inserts + flush, interleaved with (d) again.
     let (single_sets, _) = write_sets(single_dir.path(), &single_heads);
     let (sets_dir, again_dir) = (temp(), temp());
     let sets_db = open_raw_sled(sets_dir.path()).expect("open raw sled");
@@ -628,7 +622,7 @@ fn main() {
         "events/s",
     );
     report(
-        "(b2) store's write sets, raw apply_batch",
+        "(b2) store's write sets, raw inserts",
         rate(events, sets.wall.0),
         "(b) raw sled insert + 1 flush",
         raw_rate,

@@ -22,7 +22,7 @@ use chat_ledger::explain;
 use chat_ledger::ledger::{Ledger, SeededKeys};
 use chat_ledger::replay;
 use chat_ledger::rulebook::Rulebook;
-use chat_ledger::store::{open_raw_sled, EventStore, SledStore};
+use chat_ledger::store::{block_events, open_raw_sled, EventStore, SledStore, LAYOUT_MARKER};
 use chat_ledger_events::{
     decode, AccountId, Actor, Amount, AppId, Command, Contact, EditionId, HoldKind, Input, Instant, Key, MoneyKind,
     SCHEMA_VERSION,
@@ -140,9 +140,12 @@ struct Built {
 
 const DONE_FILE: &str = "built.json";
 
+/// Names the cached log by everything that shapes its bytes on disk: a change to any of
+/// them builds a new one.
 fn cache_name(spec: &Spec, scale: Scale) -> String {
+    let layout = String::from_utf8_lossy(LAYOUT_MARKER).replace(' ', "-");
     format!(
-        "replay-{:?}-{}-{}ev-pv{PROJECTION_VERSION}-schema{SCHEMA_VERSION}-gen{GENERATOR_VERSION}",
+        "replay-{:?}-{}-{}ev-pv{PROJECTION_VERSION}-schema{SCHEMA_VERSION}-gen{GENERATOR_VERSION}-{layout}",
         scale, spec.label, spec.nominal_events
     )
     .to_lowercase()
@@ -535,18 +538,20 @@ struct Measured {
     as_of: Vec<Duration>,
 }
 
-/// A raw sled scan of the log's events, each decoded; (count, last seq, digest of its bytes).
+/// A raw sled scan of the log's event blocks, each event decoded; (count, last seq, digest of its bytes).
 fn raw_scan(dir: &Path) -> (u64, u64, String) {
     let db = open_raw_sled(dir).expect("open sled");
     let log = db.open_tree("log").expect("the log tree");
     let mut count = 0u64;
     let mut last = (0, Vec::new());
     for entry in log.scan_prefix(b"e") {
-        let (_, bytes) = entry.expect("read");
-        let event = decode(&bytes).expect("decode");
-        count += 1;
-        if event.seq > last.0 {
-            last = (event.seq, bytes.to_vec());
+        let (_, block) = entry.expect("read");
+        for bytes in block_events(&block).expect("a block of events") {
+            let event = decode(bytes).expect("decode");
+            count += 1;
+            if event.seq > last.0 {
+                last = (event.seq, bytes.to_vec());
+            }
         }
     }
     (count, last.0, digest(&last.1))

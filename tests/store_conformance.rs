@@ -932,28 +932,29 @@ mod sled_only {
         let be = |n: u64| n.to_be_bytes().to_vec();
         let cat = |parts: &[&[u8]]| parts.concat();
 
-        for event in &events {
-            let k = cat(&[b"e", &be(event.envelope.seq)]);
-            assert_eq!(
-                log.get(k).unwrap().unwrap().to_vec(),
-                event.bytes,
-                "e + seq holds the sealed bytes"
-            );
-        }
+        // One append: one block, one run per stream touched, one key record per commit.
+        let bytes: Vec<&[u8]> = events.iter().map(|e| e.bytes.as_slice()).collect();
         assert_eq!(
-            log.get(cat(&[b"s", b"app:1", &[0], &be(1)])).unwrap().unwrap().to_vec(),
-            be(1)
+            log.get(cat(&[b"e", &be(1)])).unwrap().unwrap().to_vec(),
+            cat(&[
+                &(bytes[0].len() as u32).to_be_bytes(),
+                bytes[0],
+                &(bytes[1].len() as u32).to_be_bytes(),
+                bytes[1],
+                &(bytes[2].len() as u32).to_be_bytes(),
+                bytes[2]
+            ]),
+            "e + first seq holds the block: each event's length (u32) and sealed bytes"
         );
         assert_eq!(
-            log.get(cat(&[b"s", b"app:1", &[0], &be(2)])).unwrap().unwrap().to_vec(),
-            be(3)
+            log.get(cat(&[b"s", b"app:1", &[0], &be(1)])).unwrap().unwrap().to_vec(),
+            cat(&[&be(1), &be(3)]),
+            "a run: the seqs of app:1's versions 1 and 2"
         );
         assert_eq!(
             log.get(cat(&[b"s", b"clock", &[0], &be(1)])).unwrap().unwrap().to_vec(),
             be(2)
         );
-        assert_eq!(log.get(cat(&[b"v", b"app:1"])).unwrap().unwrap().to_vec(), be(2));
-        assert_eq!(log.get(cat(&[b"v", b"clock"])).unwrap().unwrap().to_vec(), be(1));
         assert_eq!(
             log.get(cat(&[b"k", b"k2"])).unwrap().unwrap().to_vec(),
             cat(&[&digest(1), &be(3), &be(3)])
@@ -966,7 +967,11 @@ mod sled_only {
             log.get(b"h").unwrap().unwrap().to_vec(),
             cat(&[&be(3), &events[2].hash.0])
         );
-        assert_eq!(log.len(), 3 + 3 + 2 + 2 + 1, "nothing else in the log tree");
+        assert_eq!(
+            log.get(b"f").unwrap().unwrap().to_vec(),
+            chat_ledger::store::LAYOUT_MARKER.to_vec()
+        );
+        assert_eq!(log.len(), 1 + 2 + 2 + 1 + 1, "nothing else in the log tree");
         let snapshots = db.open_tree("snapshots").unwrap();
         assert_eq!(snapshots.get("apps").unwrap().unwrap().to_vec(), b"snap".to_vec());
         let vault = db.open_tree("vault").unwrap();
@@ -1003,7 +1008,7 @@ mod sled_only {
             let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
             let log = db.open_tree("log").unwrap();
             log.remove([b'e', 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
-            log.insert(b"vclock", &b"short"[..]).unwrap();
+            log.insert(b"sclock\x00\x00\x00\x00\x00\x00\x00\x00\x01", &b"short"[..]).unwrap();
             log.insert(b"kk1", &b"short"[..]).unwrap();
             db.flush().unwrap();
         }
@@ -1011,6 +1016,73 @@ mod sled_only {
         assert!(matches!(store.read_stream(&app(1), 1, 10), Err(StoreError::Corrupt(_))));
         assert!(matches!(store.stream_version(&clock()), Err(StoreError::Corrupt(_))));
         assert!(matches!(store.key_record(&key("k1")), Err(StoreError::Corrupt(_))));
+    }
+
+    /// What a crash in the middle of an append leaves (a prefix of its writes: blocks,
+    /// runs, key records, never `h`) is removed on open; the same append then succeeds.
+    #[test]
+    fn a_torn_append_is_removed_on_open() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (first, torn) = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let first = append(&store, &[("k1", &[app(1), clock()])]);
+            let mut b = Builder::new(&store);
+            let commits = vec![b.commit("k2", 2, &[app(1), app(2)]), b.commit("k3", 3, &[clock()])];
+            (first, b.batch(commits))
+        };
+        let head = Head {
+            seq: 2,
+            hash: first[1].hash,
+        };
+        // Write the torn append's prefix by hand: every block, every run, one key record.
+        {
+            let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+            let log = db.open_tree("log").unwrap();
+            let events: Vec<&SealedEvent> = torn.commits.iter().flat_map(|c| &c.events).collect();
+            let block = chat_ledger::store::block_of_events(events.iter().map(|e| e.bytes.as_slice()));
+            log.insert([b"e".as_slice(), &3u64.to_be_bytes()].concat(), block).unwrap();
+            for (stream, version, seqs) in [("app:1", 2u64, vec![3u64]), ("app:2", 1, vec![4]), ("clock", 2, vec![5])] {
+                let key = [b"s", stream.as_bytes(), &[0], &version.to_be_bytes()].concat();
+                let seqs: Vec<u8> = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
+                log.insert(key, seqs).unwrap();
+            }
+            let record = [&digest(2)[..], &3u64.to_be_bytes(), &4u64.to_be_bytes()].concat();
+            log.insert(b"kk2", record).unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.head().unwrap(), head);
+        assert_eq!(store.read(1, 10).unwrap(), stored(&first.iter().collect::<Vec<_>>()));
+        assert_eq!(store.stream_version(&app(1)).unwrap(), 1);
+        assert_eq!(store.stream_version(&app(2)).unwrap(), 0);
+        assert_eq!(store.stream_version(&clock()).unwrap(), 1);
+        assert_eq!(store.key_record(&key("k2")).unwrap(), None);
+        assert!(store.key_record(&key("k1")).unwrap().is_some(), "the committed key stays");
+        store.append(&torn).unwrap();
+        let all: Vec<&SealedEvent> = first.iter().chain(torn.commits.iter().flat_map(|c| &c.events)).collect();
+        assert_eq!(store.read(1, 10).unwrap(), stored(&all));
+        assert_eq!(store.read_stream(&app(1), 1, 10).unwrap(), stored(&[all[0], all[2]]));
+        assert_eq!(store.stream_version(&clock()).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_store_of_an_older_layout_is_refused_with_the_way_to_move_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        {
+            let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+            let log = db.open_tree("log").unwrap();
+            log.insert([b"e".as_slice(), &1u64.to_be_bytes()].concat(), &b"{}"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Layout(message)) => {
+                assert!(message.contains("layout 1"), "{message}");
+                assert!(message.contains("chat-ledger export"), "{message}");
+                assert!(message.contains("import --events"), "{message}");
+            }
+            Err(other) => panic!("expected Layout, got {other:?}"),
+            Ok(_) => panic!("expected Layout, got a store"),
+        }
     }
 
     #[test]

@@ -24,10 +24,11 @@
 //! | 22 | input.recorded (advance_clock) |
 //! | 23 | clock.advanced (the head) |
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use chat_ledger::store::{open_raw_sled, SledStore};
+use chat_ledger::store::{block_events, block_of_events, open_raw_sled, SledStore};
 use chat_ledger::verify::{verify_export, verify_store, ExpectedHead};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -250,18 +251,42 @@ fn tamper_store(data: &Path, change: impl FnOnce(&sled::Tree)) {
     db.flush().expect("flush the tampering");
 }
 
-/// `e` then the position, u64 big-endian.
-fn event_key(seq: u64) -> Vec<u8> {
-    let mut key = vec![b'e'];
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
+/// Lets `change` edit the log's events (position → stored bytes), then writes them back in
+/// the store's layout: one block per run of consecutive positions.
+fn tamper_events(log: &sled::Tree, change: impl FnOnce(&mut BTreeMap<u64, Vec<u8>>)) {
+    let mut events = BTreeMap::new();
+    for entry in log.scan_prefix(b"e") {
+        let (key, block) = entry.expect("read a block");
+        let first = u64::from_be_bytes(key[1..].try_into().expect("e + 8 bytes"));
+        for (seq, bytes) in (first..).zip(block_events(&block).expect("a block")) {
+            events.insert(seq, bytes.to_vec());
+        }
+        log.remove(key).expect("remove the block");
+    }
+    change(&mut events);
+    let seqs: Vec<u64> = events.keys().copied().collect();
+    for run in seqs.chunk_by(|a, b| a + 1 == *b) {
+        let mut key = vec![b'e'];
+        key.extend_from_slice(&run[0].to_be_bytes());
+        log.insert(key, block_of_events(run.iter().map(|seq| events[seq].as_slice())))
+            .expect("write a block");
+    }
+}
+
+fn remove_events(log: &sled::Tree, seqs: &[u64]) {
+    tamper_events(log, |events| {
+        for seq in seqs {
+            events.remove(seq).expect("the event was stored");
+        }
+    });
 }
 
 fn edit_event(log: &sled::Tree, seq: u64, from: &str, to: &str) {
-    let bytes = log.get(event_key(seq)).expect("read").expect("the event is stored");
-    let text = std::str::from_utf8(&bytes).expect("utf-8 event");
-    let edited = replace_once(text, from, to);
-    log.insert(event_key(seq), edited.as_bytes()).expect("write");
+    tamper_events(log, |events| {
+        let text = std::str::from_utf8(&events[&seq]).expect("utf-8 event");
+        let edited = replace_once(text, from, to);
+        events.insert(seq, edited.into_bytes());
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -400,7 +425,7 @@ fn rewritten_history_with_a_recomputed_chain_is_caught_only_by_a_kept_head() {
 fn a_store_missing_an_event_key_is_a_gap_at_that_position() {
     let log = build_log();
     tamper_store(&log.data, |tree| {
-        tree.remove(event_key(7)).unwrap().expect("event 7 was stored");
+        remove_events(tree, &[7]);
     });
     assert_store_fails(&log.data, None, 7, "missing");
 }
@@ -430,9 +455,7 @@ fn a_store_with_a_truncated_tail_is_caught_by_its_head_record() {
     // 21; the head record still says 23, so event 22 is the first one missing (not 21, which is intact).
     let log = build_log();
     tamper_store(&log.data, |tree| {
-        for seq in [22, 23] {
-            tree.remove(event_key(seq)).unwrap().expect("the event was stored");
-        }
+        remove_events(tree, &[22, 23]);
     });
     assert_store_fails(&log.data, None, 22, "truncated");
 }
@@ -441,9 +464,7 @@ fn a_store_with_a_truncated_tail_is_caught_by_its_head_record() {
 fn a_store_with_its_head_record_deleted_along_with_its_tail_is_caught() {
     let log = build_log();
     tamper_store(&log.data, |tree| {
-        for seq in [22, 23] {
-            tree.remove(event_key(seq)).unwrap().expect("the event was stored");
-        }
+        remove_events(tree, &[22, 23]);
         tree.remove(b"h").unwrap().expect("the head record was stored");
     });
     assert_store_fails(&log.data, None, 22, "head record is missing");

@@ -8,7 +8,7 @@ mod sled_store;
 mod validate;
 
 pub use memory::MemoryStore;
-pub use sled_store::{open_raw as open_raw_sled, SledStore};
+pub use sled_store::{block_events, block_of_events, open_raw as open_raw_sled, SledStore, LAYOUT_MARKER};
 
 use chat_ledger_events::{AppId, Hash, Key, SealedEvent, StreamId};
 
@@ -84,6 +84,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage failed: {0}")]
     Io(String),
+    /// The directory holds a store this build cannot read (another on-disk layout).
+    #[error("{0}")]
+    Layout(String),
 }
 
 /// The contract every backend keeps. Reads by position and by stream use an index;

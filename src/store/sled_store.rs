@@ -1,26 +1,46 @@
 //! The embedded [`EventStore`], on sled 0.34.7.
 //!
-//! # On-disk layout
+//! # On-disk layout (layout 2)
 //!
-//! Everything an append writes lives in the tree named `log` and is written by one
-//! `Tree::apply_batch` (atomic on recovery), followed by a flush before `append` returns.
-//! Integers are u64 big-endian, so byte order is numeric order and range scans walk in
-//! position order. Keys, by their first byte:
+//! Everything an append writes lives in the tree named `log`. Integers are u64 big-endian,
+//! so byte order is numeric order and range scans walk in position order. Keys, by their
+//! first byte:
 //!
 //! | key | value |
 //! |---|---|
-//! | `e` seq | the event's stored canonical bytes, exactly [`SealedEvent::bytes`](chat_ledger_events::SealedEvent) |
-//! | `s` stream-id bytes, `0x00`, version | seq of that stream version (8 bytes) |
-//! | `v` stream-id bytes | the stream's current version (8 bytes) |
+//! | `f` | the layout marker, [`LAYOUT_MARKER`]; written with `h` when the tree is created |
+//! | `e` first-seq | a *block*: events first-seq, first-seq + 1, … of one append, each as its length (u32) then its stored canonical bytes, exactly [`SealedEvent::bytes`](chat_ledger_events::SealedEvent); at most [`BLOCK_MAX_EVENTS`] events, and past the first at most [`BLOCK_MAX_BYTES`] |
+//! | `s` stream-id bytes, `0x00`, first-version | a *run*: the seqs (8 bytes each) of that stream's versions first-version, first-version + 1, … written by one append |
 //! | `k` key bytes | [`KeyRecord`]: digest (32 bytes), first_seq (8), last_seq (8) |
 //! | `h` | the head: seq (8 bytes), then the hash of event seq (32 bytes) |
+//!
+//! Why blocks and runs: sled's cost is per entry far more than per byte, and an entry per
+//! event plus one per stream version cost 2.5 entries an event (docs/BENCHMARKS.md,
+//! Append). A bulk append now writes about one entry per input (its key record) plus one
+//! per stream it touches; a stream's version is its last run's end, so no entry holds it.
 //!
 //! Stream ids never contain `0x00` (appends refuse them), so the `s` entries of one stream
 //! are exactly those under the prefix `s` stream `0x00`.
 //!
-//! The head is read from `h` (no scan on open). Should `h` be missing, the head is the
-//! last `e` entry, found by one reverse seek; [`SledStore::stored_head`] tells the two
-//! apart for `verify`.
+//! # Atomicity: the head record is the commit point
+//!
+//! An append inserts its blocks, then its runs, then its key records, then `h`, then
+//! flushes. sled recovers its log up to the first torn record (`LogIter` stops there:
+//! a prefix of the writes, in order), so after a crash either `h` names the append and
+//! everything before it is there, or `h` still names the previous head and what is past
+//! it is a torn append. [`SledStore::open`] removes such a tail (its blocks, and the runs
+//! and key records of its events, found by decoding them) before anything reads the store;
+//! an append that fails half-way marks the store so the next append removes its tail
+//! first. Reads never look past the committed head. This is cheaper than `apply_batch`,
+//! which logs a batch manifest and takes sled's global write lock (docs/BENCHMARKS.md).
+//!
+//! The head is read from `h` on open. Should `h` be missing (damage: every store has one
+//! from creation), the head is the last event, found by one reverse seek, nothing is
+//! removed, and [`SledStore::stored_head`] tells `verify`, which reports it.
+//!
+//! A directory written by an older build (layout 1: one `e` entry per event, a `v` entry
+//! per stream, no `f`) is refused on open with [`StoreError::Layout`], which says how to
+//! move it: export with the build that wrote it, import with this one.
 //!
 //! Projection snapshots live in the tree `snapshots` (name → bytes), flushed on each put;
 //! `put_snapshots` writes several in one atomic batch.
@@ -30,11 +50,13 @@
 //! disk at once. Nothing else is stored. sled's own file format may change between its versions: the
 //! ledger's portable form is its export, not this directory.
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 
-use chat_ledger_events::{AppId, Hash, Key, StreamId};
+use chat_ledger_events::{decode, AppId, Hash, Key, StreamId};
 
 use super::validate::{key_record, validate};
 use super::{AppendBatch, EventStore, Head, KeyRecord, StoreError, StoredEvent};
@@ -43,11 +65,18 @@ const LOG_TREE: &str = "log";
 const SNAPSHOT_TREE: &str = "snapshots";
 const VAULT_TREE: &str = "vault";
 
+const LAYOUT: &[u8] = b"f";
+/// The value of `f`: names the layout this module documents.
+pub const LAYOUT_MARKER: &[u8] = b"chat-ledger log layout 2";
 const EVENT: u8 = b'e';
-const STREAM_INDEX: u8 = b's';
-const STREAM_VERSION: u8 = b'v';
+const STREAM_RUN: u8 = b's';
 const KEY: u8 = b'k';
 const HEAD: &[u8] = b"h";
+
+/// A block holds at most this many events, so a point read copies a bounded value.
+pub const BLOCK_MAX_EVENTS: usize = 64;
+/// A block grows past this many bytes only with its first event (a larger event is alone).
+pub const BLOCK_MAX_BYTES: usize = 32 * 1024;
 
 const KEY_RECORD_LEN: usize = 32 + 8 + 8;
 const HEAD_LEN: usize = 8 + 32;
@@ -60,11 +89,15 @@ pub struct SledStore {
     /// Serializes appends: the checks read the tree, so two appends validated against the
     /// same head must not both write.
     append_lock: Mutex<()>,
+    /// The committed head: `h` as this process last wrote or read it. Reads stop there.
+    committed: RwLock<Head>,
+    /// An append failed after its first write: the next append removes its tail first.
+    torn: AtomicBool,
 }
 
 impl SledStore {
-    /// Opens (creating if needed) the store in `dir`. sled locks the directory: one process
-    /// at a time.
+    /// Opens (creating if needed) the store in `dir`, removing a torn append's tail. sled
+    /// locks the directory: one process at a time.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         let context = || format!("opening the store in {}", dir.display());
         // Every write flushes before it returns, so sled's background flusher would only
@@ -74,13 +107,50 @@ impl SledStore {
         let log = db.open_tree(LOG_TREE).map_err(sled_error(context()))?;
         let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(sled_error(context()))?;
         let vault = db.open_tree(VAULT_TREE).map_err(sled_error(context()))?;
-        Ok(SledStore {
+        match log.get(LAYOUT).map_err(sled_error(context()))? {
+            Some(marker) if marker == LAYOUT_MARKER => {}
+            Some(marker) => {
+                return Err(StoreError::Layout(format!(
+                    "the store in {} has layout {:?}, this build reads {:?}: open it with the build that wrote it",
+                    dir.display(),
+                    String::from_utf8_lossy(&marker),
+                    String::from_utf8_lossy(LAYOUT_MARKER)
+                )))
+            }
+            None if log.first().map_err(sled_error(context()))?.is_some() => {
+                return Err(StoreError::Layout(format!(
+                    "the store in {} was written by an older chat-ledger (layout 1, one sled entry per event); \
+                     this build reads layout 2. Move it: `chat-ledger export` with the build that wrote it, \
+                     then `chat-ledger import --events` with this one",
+                    dir.display()
+                )))
+            }
+            None => {
+                let mut create = sled::Batch::default();
+                create.insert(LAYOUT, LAYOUT_MARKER);
+                create.insert(HEAD, &head_record(Head::EMPTY)[..]);
+                log.apply_batch(create).map_err(sled_error(context()))?;
+                db.flush().map_err(sled_error(context()))?;
+            }
+        }
+        let store = SledStore {
             db,
             log,
             snapshots,
             vault,
             append_lock: Mutex::new(()),
-        })
+            committed: RwLock::new(Head::EMPTY),
+            torn: AtomicBool::new(false),
+        };
+        let head = match store.stored_head()? {
+            Some(head) => {
+                store.remove_tail_after(head)?;
+                head
+            }
+            None => store.last_event_head()?,
+        };
+        *store.committed.write().unwrap_or_else(|p| p.into_inner()) = head;
+        Ok(store)
     }
 
     /// The head record `h` as stored, `None` if it is missing (where [`EventStore::head`]
@@ -101,21 +171,54 @@ impl SledStore {
         }))
     }
 
-    /// [`EventStore::stream_version`], building the key in `buf`.
-    fn version_with(&self, buf: &mut Vec<u8>, stream: &StreamId) -> Result<u64, StoreError> {
-        prefixed(buf, STREAM_VERSION, stream.as_str().as_bytes());
-        match self
-            .log
-            .get(&buf[..])
-            .map_err(sled_error(format_args!("reading the version of stream {stream}")))?
-        {
-            None => Ok(0),
-            Some(value) if value.len() == 8 => Ok(be_u64(&value)),
-            Some(value) => Err(StoreError::Corrupt(format!(
-                "the version of stream {stream} is {} bytes, not 8",
-                value.len()
-            ))),
+    fn committed(&self) -> Head {
+        *self.committed.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes what a torn append left past `head`: its blocks, and the runs and key
+    /// records of their events. Returns how many events it removed.
+    fn remove_tail_after(&self, head: Head) -> Result<usize, StoreError> {
+        let context = || format!("removing a torn append after event {}", head.seq);
+        let mut removed = 0;
+        let mut run_key = Vec::with_capacity(64);
+        let mut key_key = Vec::with_capacity(64);
+        for block in self.log.range(&event_key(head.seq + 1)[..]..&[EVENT + 1][..]) {
+            let (block_key, block) = block.map_err(sled_error(context()))?;
+            for bytes in block_events(&block)? {
+                let env = decode(bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("{}: an event past the head: {e}", context())))?;
+                // Only the torn append's runs start at its versions, all past the committed ones.
+                stream_run_key(&mut run_key, &env.stream, env.version);
+                self.log.remove(&run_key[..]).map_err(sled_error(context()))?;
+                if self
+                    .key_record_with(&mut key_key, &env.key)?
+                    .is_some_and(|record| record.first_seq > head.seq)
+                {
+                    self.log.remove(&key_key[..]).map_err(sled_error(context()))?;
+                }
+                removed += 1;
+            }
+            self.log.remove(block_key).map_err(sled_error(context()))?;
         }
+        if removed > 0 {
+            self.db.flush().map_err(sled_error(context()))?;
+        }
+        Ok(removed)
+    }
+
+    /// [`EventStore::stream_version`], building keys in `buf`: the end of the stream's last run.
+    fn version_with(&self, buf: &mut Vec<u8>, stream: &StreamId) -> Result<u64, StoreError> {
+        stream_run_key(buf, stream, 0);
+        let start = buf.clone();
+        buf.truncate(start.len() - 9);
+        buf.push(1); // just past the `0x00` separator: the end of this stream's runs
+        let last = self.log.range(&start[..]..&buf[..]).next_back();
+        let Some(entry) = last else {
+            return Ok(0);
+        };
+        let (key, seqs) = entry.map_err(sled_error(format_args!("reading the version of stream {stream}")))?;
+        let first_version = be_u64(&key[key.len() - 8..]);
+        Ok(first_version + run_len(stream, &seqs)? as u64 - 1)
     }
 
     /// [`EventStore::key_record`], building the key in `buf`.
@@ -146,13 +249,94 @@ impl SledStore {
         match last {
             None => Ok(Head::EMPTY),
             Some(entry) => {
-                let (key, bytes) = entry.map_err(sled_error("reading the last event"))?;
+                let (key, block) = entry.map_err(sled_error("reading the last event"))?;
+                let events = block_events(&block)?;
+                let last = events.last().expect("a block holds at least one event");
                 Ok(Head {
-                    seq: event_seq(&key)?,
-                    hash: Hash::of(&bytes),
+                    seq: event_seq(&key)? + events.len() as u64 - 1,
+                    hash: Hash::of(last),
                 })
             }
         }
+    }
+
+    /// The block holding `seq`, if any: the last block starting at or before it.
+    fn block_of(&self, seq: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
+        let Some(entry) = self.log.range(&[EVENT][..]..=&event_key(seq)[..]).next_back() else {
+            return Ok(None);
+        };
+        let (key, block) = entry.map_err(sled_error(format_args!("reading event {seq}")))?;
+        Ok(Some((event_seq(&key)?, block)))
+    }
+
+    /// Event `seq`'s bytes, through `cache` (the last block read: a stream's events often
+    /// share one).
+    fn event_with(&self, cache: &mut Option<(u64, sled::IVec)>, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some((first, block)) = cache.as_ref() {
+            if *first <= seq {
+                if let Some(bytes) = nth_block_event(block, seq - first)? {
+                    return Ok(Some(bytes.to_vec()));
+                }
+            }
+        }
+        *cache = self.block_of(seq)?;
+        let Some((first, block)) = cache.as_ref() else {
+            return Ok(None);
+        };
+        Ok(nth_block_event(block, seq - first)?.map(|b| b.to_vec()))
+    }
+
+    /// The writes of a validated batch, in commit-point order (module doc): blocks, runs,
+    /// key records, then `h`.
+    fn write(&self, batch: &AppendBatch, last: Head, key: &mut Vec<u8>) -> Result<(), StoreError> {
+        let first = batch.expected_head.seq + 1;
+        let context = || format!("appending events {first} to {}", last.seq);
+        let mut block = Vec::with_capacity(BLOCK_MAX_BYTES);
+        let (mut block_first, mut block_events) = (first, 0);
+        // Each touched stream's run: its first version and its seqs, in first-touch order.
+        let mut runs: Vec<(&StreamId, u64, Vec<u8>)> = Vec::new();
+        let mut run_of: HashMap<&StreamId, usize> = HashMap::new();
+        for event in batch.commits.iter().flat_map(|c| &c.events) {
+            let env = &event.envelope;
+            if block_events == BLOCK_MAX_EVENTS || (block_events > 0 && block.len() + event.bytes.len() > BLOCK_MAX_BYTES) {
+                self.log
+                    .insert(&event_key(block_first)[..], block.as_slice())
+                    .map_err(sled_error(context()))?;
+                (block_first, block_events) = (env.seq, 0);
+                block.clear();
+            }
+            let len = u32::try_from(event.bytes.len()).map_err(|_| {
+                StoreError::BadBatch(format!("event {} is {} bytes, over 4 GiB", env.seq, event.bytes.len()))
+            })?;
+            block.extend_from_slice(&len.to_be_bytes());
+            block.extend_from_slice(&event.bytes);
+            block_events += 1;
+            let run = *run_of.entry(&env.stream).or_insert_with(|| {
+                runs.push((&env.stream, env.version, Vec::with_capacity(8)));
+                runs.len() - 1
+            });
+            runs[run].2.extend_from_slice(&env.seq.to_be_bytes());
+        }
+        self.log
+            .insert(&event_key(block_first)[..], block.as_slice())
+            .map_err(sled_error(context()))?;
+        for (stream, first_version, seqs) in &runs {
+            stream_run_key(key, stream, *first_version);
+            self.log.insert(key.as_slice(), seqs.as_slice()).map_err(sled_error(context()))?;
+        }
+        for commit in &batch.commits {
+            let record = key_record(commit);
+            let mut value = [0u8; KEY_RECORD_LEN];
+            value[..32].copy_from_slice(&record.digest);
+            value[32..40].copy_from_slice(&record.first_seq.to_be_bytes());
+            value[40..].copy_from_slice(&record.last_seq.to_be_bytes());
+            prefixed(key, KEY, commit.key.as_str().as_bytes());
+            self.log.insert(key.as_slice(), &value[..]).map_err(sled_error(context()))?;
+        }
+        self.log
+            .insert(HEAD, &head_record(last)[..])
+            .map_err(sled_error(context()))?;
+        Ok(())
     }
 }
 
@@ -162,61 +346,37 @@ impl EventStore for SledStore {
     }
 
     fn head(&self) -> Result<Head, StoreError> {
-        match self.stored_head()? {
-            Some(head) => Ok(head),
-            None => self.last_event_head(),
-        }
+        Ok(self.committed())
     }
 
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
         let _writer = self.append_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let head = self.head()?;
+        let head = self.committed();
+        if self.torn.load(Ordering::Acquire) {
+            self.remove_tail_after(head)?;
+            self.torn.store(false, Ordering::Release);
+        }
         // Two key buffers for the checks' lookups; the first is reused to build the writes.
         let (mut key, mut key2) = (Vec::with_capacity(64), Vec::with_capacity(64));
-        let versions = validate(
+        validate(
             batch,
             head,
             |stream| self.version_with(&mut key, stream),
             |k| self.key_record_with(&mut key2, k),
         )?;
-
-        let mut writes = sled::Batch::default();
-        let mut last = head;
-        for commit in &batch.commits {
-            for event in &commit.events {
-                let env = &event.envelope;
-                writes.insert(&event_key(env.seq)[..], event.bytes.as_slice());
-                stream_index_key(&mut key, &env.stream, env.version);
-                writes.insert(key.as_slice(), &env.seq.to_be_bytes()[..]);
-                last = Head {
-                    seq: env.seq,
-                    hash: event.hash,
-                };
-            }
-            let record = key_record(commit);
-            let mut value = [0u8; KEY_RECORD_LEN];
-            value[..32].copy_from_slice(&record.digest);
-            value[32..40].copy_from_slice(&record.first_seq.to_be_bytes());
-            value[40..].copy_from_slice(&record.last_seq.to_be_bytes());
-            prefixed(&mut key, KEY, commit.key.as_str().as_bytes());
-            writes.insert(key.as_slice(), &value[..]);
+        let last_event = batch.commits.last().and_then(|c| c.events.last()).expect("validated: not empty");
+        let last = Head {
+            seq: last_event.envelope.seq,
+            hash: last_event.hash,
+        };
+        if let Err(e) = self.write(batch, last, &mut key) {
+            self.torn.store(true, Ordering::Release);
+            return Err(e);
         }
-        for (stream, version) in versions {
-            prefixed(&mut key, STREAM_VERSION, stream.as_str().as_bytes());
-            writes.insert(key.as_slice(), &version.to_be_bytes()[..]);
-        }
-        let mut head_value = [0u8; HEAD_LEN];
-        head_value[..8].copy_from_slice(&last.seq.to_be_bytes());
-        head_value[8..].copy_from_slice(&last.hash.0);
-        writes.insert(HEAD, &head_value[..]);
-
-        let first = head.seq + 1;
-        self.log
-            .apply_batch(writes)
-            .map_err(sled_error(format_args!("appending events {first} to {}", last.seq)))?;
-        // A failed flush leaves the batch applied in memory but perhaps not on disk: the
+        *self.committed.write().unwrap_or_else(|p| p.into_inner()) = last;
+        // A failed flush leaves the batch written in memory but perhaps not on disk: the
         // caller gets Io and must re-read the head before deciding again.
-        let flush_failed = |e| sled_error(format_args!("flushing events {first} to {}", last.seq))(e);
+        let flush_failed = |e| sled_error(format_args!("flushing events {} to {}", head.seq + 1, last.seq))(e);
         self.db.flush().map_err(flush_failed)?; // ACKNOWLEDGED = FLUSHED: Ok means this batch is on disk.
         Ok(())
     }
@@ -230,67 +390,73 @@ impl EventStore for SledStore {
     }
 
     fn read(&self, from_seq: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = self.committed().seq;
         let mut out = Vec::with_capacity(max.min(1024));
-        if max == 0 {
+        if max == 0 || from_seq > limit {
             return Ok(out);
         }
-        let start = event_key(from_seq);
-        // One event (explain, as-of searches): a point lookup, far cheaper than an iterator.
-        if max == 1 {
-            if let Some(bytes) = self
-                .log
-                .get(start)
-                .map_err(sled_error(format_args!("reading event {from_seq}")))?
-            {
-                out.push(StoredEvent {
-                    seq: from_seq,
-                    bytes: bytes.to_vec(),
-                });
-                return Ok(out);
+        // From the block holding from_seq (or, in a damaged store, the next one).
+        let start = match self.block_of(from_seq)? {
+            Some((first, _)) => first,
+            None => from_seq,
+        };
+        let context = || format!("reading events from {from_seq}");
+        for entry in self.log.range(&event_key(start)[..]..=&event_key(limit)[..]) {
+            let (key, block) = entry.map_err(sled_error(context()))?;
+            let first = event_seq(&key)?;
+            for (seq, bytes) in (first..).zip(block_events(&block)?) {
+                if seq > limit || out.len() == max {
+                    return Ok(out);
+                }
+                if seq >= from_seq {
+                    out.push(StoredEvent {
+                        seq,
+                        bytes: bytes.to_vec(),
+                    });
+                }
             }
-        }
-        for entry in self.log.range(&start[..]..&[EVENT + 1][..]).take(max) {
-            let (key, bytes) = entry.map_err(sled_error(format_args!("reading events from {from_seq}")))?;
-            out.push(StoredEvent {
-                seq: event_seq(&key)?,
-                bytes: bytes.to_vec(),
-            });
         }
         Ok(out)
     }
 
     fn read_stream(&self, stream: &StreamId, from_version: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = self.committed().seq;
         let mut out = Vec::with_capacity(max.min(1024));
         if max == 0 {
             return Ok(out);
         }
-        let mut start = Vec::with_capacity(stream.as_str().len() + 10);
-        stream_index_key(&mut start, stream, from_version);
-        let mut end = start.clone();
-        end.truncate(1 + stream.as_str().len());
-        end.push(1); // just past the `0x00` separator: the end of this stream's entries
-        for entry in self.log.range(start..end).take(max) {
-            let (_, seq) = entry.map_err(sled_error(format_args!("reading stream {stream}")))?;
-            if seq.len() != 8 {
-                return Err(StoreError::Corrupt(format!(
-                    "an index entry of stream {stream} is {} bytes, not 8",
-                    seq.len()
-                )));
+        let mut lo = Vec::with_capacity(stream.as_str().len() + 10);
+        stream_run_key(&mut lo, stream, 0);
+        let mut from = lo.clone();
+        stream_run_key(&mut from, stream, from_version);
+        let mut end = lo.clone();
+        end.truncate(lo.len() - 9);
+        end.push(1); // just past the `0x00` separator: the end of this stream's runs
+        let context = || format!("reading stream {stream}");
+        // The run holding from_version starts at or before it.
+        let start = match self.log.range(&lo[..]..=&from[..]).next_back() {
+            Some(entry) => entry.map_err(sled_error(context()))?.0.to_vec(),
+            None => from,
+        };
+        let mut cache = None;
+        for entry in self.log.range(start..end) {
+            let (key, seqs) = entry.map_err(sled_error(context()))?;
+            run_len(stream, &seqs)?;
+            let first_version = be_u64(&key[key.len() - 8..]);
+            for (version, seq) in (first_version..).zip(seqs.chunks_exact(8).map(be_u64)) {
+                if version < from_version {
+                    continue;
+                }
+                if seq > limit || out.len() == max {
+                    return Ok(out);
+                }
+                let Some(bytes) = self.event_with(&mut cache, seq)? else {
+                    return Err(StoreError::Corrupt(format!(
+                        "stream {stream} indexes event {seq}, which is missing"
+                    )));
+                };
+                out.push(StoredEvent { seq, bytes });
             }
-            let seq = be_u64(&seq);
-            let bytes = self
-                .log
-                .get(event_key(seq))
-                .map_err(sled_error(format_args!("reading event {seq}")))?;
-            let Some(bytes) = bytes else {
-                return Err(StoreError::Corrupt(format!(
-                    "stream {stream} indexes event {seq}, which is missing"
-                )));
-            };
-            out.push(StoredEvent {
-                seq,
-                bytes: bytes.to_vec(),
-            });
         }
         Ok(out)
     }
@@ -388,11 +554,79 @@ fn event_seq(key: &[u8]) -> Result<u64, StoreError> {
     }
 }
 
+/// The events of a block, in order (module doc).
+pub fn block_events(block: &[u8]) -> Result<Vec<&[u8]>, StoreError> {
+    let mut events = Vec::with_capacity(BLOCK_MAX_EVENTS);
+    let mut rest = block;
+    while let Some(bytes) = next_block_event(&mut rest)? {
+        events.push(bytes);
+    }
+    if events.is_empty() {
+        return Err(StoreError::Corrupt("an event block is empty".into()));
+    }
+    Ok(events)
+}
+
+/// The `n`th event of a block (from 0), without collecting the others.
+fn nth_block_event(block: &[u8], n: u64) -> Result<Option<&[u8]>, StoreError> {
+    let mut rest = block;
+    for _ in 0..n {
+        if next_block_event(&mut rest)?.is_none() {
+            return Ok(None);
+        }
+    }
+    next_block_event(&mut rest)
+}
+
+/// The event at the front of `rest`, which moves past it.
+fn next_block_event<'a>(rest: &mut &'a [u8]) -> Result<Option<&'a [u8]>, StoreError> {
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let bad = |short: usize| StoreError::Corrupt(format!("an event block ends mid-event ({short} bytes left)"));
+    let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(|| bad(rest.len()))?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if tail.len() < len {
+        return Err(bad(tail.len()));
+    }
+    let (event, tail) = tail.split_at(len);
+    *rest = tail;
+    Ok(Some(event))
+}
+
+/// A block holding `events`, as an append writes it.
+pub fn block_of_events<'a>(events: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut block = Vec::new();
+    for bytes in events {
+        block.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        block.extend_from_slice(bytes);
+    }
+    block
+}
+
+/// The number of seqs in a run, checked.
+fn run_len(stream: &StreamId, seqs: &[u8]) -> Result<usize, StoreError> {
+    if seqs.is_empty() || seqs.len() % 8 != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "a run of stream {stream} is {} bytes, not a positive multiple of 8",
+            seqs.len()
+        )));
+    }
+    Ok(seqs.len() / 8)
+}
+
 /// `s` stream `0x00` version, into `buf`.
-fn stream_index_key(buf: &mut Vec<u8>, stream: &StreamId, version: u64) {
-    prefixed(buf, STREAM_INDEX, stream.as_str().as_bytes());
+fn stream_run_key(buf: &mut Vec<u8>, stream: &StreamId, version: u64) {
+    prefixed(buf, STREAM_RUN, stream.as_str().as_bytes());
     buf.push(0);
     buf.extend_from_slice(&version.to_be_bytes());
+}
+
+fn head_record(head: Head) -> [u8; HEAD_LEN] {
+    let mut value = [0u8; HEAD_LEN];
+    value[..8].copy_from_slice(&head.seq.to_be_bytes());
+    value[8..].copy_from_slice(&head.hash.0);
+    value
 }
 
 /// `prefix` then `rest`, into `buf`.
