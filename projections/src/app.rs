@@ -432,22 +432,23 @@ impl AppView {
     /// The deadlines this app's state implies. Recomputed after each of its events, so
     /// the deadline index can never disagree with the app.
     pub(crate) fn deadlines(&self) -> Vec<Deadline> {
-        let mut out = Vec::new();
-        let stream = StreamId::app(self.app);
+        self.deadline_parts().into_deadlines(self.app)
+    }
+
+    /// [`AppView::deadlines`] as plain values, without allocating: what replay compares
+    /// before and after each of the app's events (most change none).
+    pub(crate) fn deadline_parts(&self) -> DeadlineParts {
+        let mut parts = DeadlineParts::default();
+        let mut slot = 0;
         let mut push = |at: Instant, kind: DeadlineKind, cause: Uuid| {
-            out.push(Deadline {
-                at,
-                kind,
-                stream: stream.clone(),
-                subject: Subject::App(self.app),
-                cause,
-            })
+            parts.0[slot] = Some((at, kind, cause));
+            slot += 1;
         };
         if let Some(bill) = self.next_bill_push() {
             push(bill.at, DeadlineKind::BillPush, bill.cause);
         }
         if self.reclaimed_at.is_some() {
-            return out;
+            return parts;
         }
         match (&self.plan, &self.expired) {
             (Some(plan), None) => push(plan.valid_until, DeadlineKind::Expiry, plan.cause),
@@ -462,6 +463,28 @@ impl AppView {
         if let Some(reclamation) = &self.reclamation {
             push(reclamation.at, DeadlineKind::Reclamation, reclamation.cause);
         }
-        out
+        parts
+    }
+}
+
+/// An app's deadlines (at most one bill push, one expiry or suspension, one reminder, one
+/// reclamation) as (at, kind, cause), in the order [`AppView::deadline_parts`] finds them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeadlineParts([Option<(Instant, DeadlineKind, Uuid)>; 4]);
+
+impl DeadlineParts {
+    pub(crate) fn into_deadlines(self, app: AppId) -> Vec<Deadline> {
+        let stream = StreamId::app(app);
+        self.0
+            .into_iter()
+            .flatten()
+            .map(|(at, kind, cause)| Deadline {
+                at,
+                kind,
+                stream: stream.clone(),
+                subject: Subject::App(app),
+                cause,
+            })
+            .collect()
     }
 }

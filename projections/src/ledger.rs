@@ -555,16 +555,16 @@ impl LedgerView {
                 None => Ok(()),
             };
         };
-        let before = view.deadlines();
+        let before = view.deadline_parts();
         view.fold(event)?;
-        let after = view.deadlines();
+        let after = view.deadline_parts();
         // The index holds every deadline of `before` (it is kept equal to what each app
         // implies): when the app implies the same ones, there is nothing to move.
         if before != after {
-            for deadline in &before {
+            for deadline in &before.into_deadlines(app) {
                 self.deadlines.remove(deadline);
             }
-            self.deadlines.extend(after);
+            self.deadlines.extend(after.into_deadlines(app));
         }
         Ok(())
     }

@@ -74,9 +74,13 @@ const KEY: u8 = b'k';
 const HEAD: &[u8] = b"h";
 
 /// A block holds at most this many events, so a point read copies a bounded value.
-pub const BLOCK_MAX_EVENTS: usize = 64;
+pub const BLOCK_MAX_EVENTS: usize = 16;
 /// A block grows past this many bytes only with its first event (a larger event is alone).
-pub const BLOCK_MAX_BYTES: usize = 32 * 1024;
+/// Why this small: a sled leaf splits past 16 entries, and a leaf serialized over a quarter
+/// of a segment (512 KiB by default) is written as a separate blob file, one per rewrite;
+/// 17 blocks of 6 KiB stay under it (with 32 KiB blocks a profile showed 4 % of a bulk
+/// import in creating blob files).
+pub const BLOCK_MAX_BYTES: usize = 6 * 1024;
 
 const KEY_RECORD_LEN: usize = 32 + 8 + 8;
 const HEAD_LEN: usize = 8 + 32;
@@ -86,9 +90,12 @@ pub struct SledStore {
     log: sled::Tree,
     snapshots: sled::Tree,
     vault: sled::Tree,
-    /// Serializes appends: the checks read the tree, so two appends validated against the
-    /// same head must not both write.
-    append_lock: Mutex<()>,
+    /// Serializes appends (the checks read the tree, so two appends validated against the
+    /// same head must not both write), and holds the versions of the streams appends have
+    /// met since open: the checks read a stream's version from the tree once, not once per
+    /// append (a reverse seek was 5 % of a bulk import). One entry per stream — accounts,
+    /// apps and two more — cleared when a torn tail is removed.
+    append_lock: Mutex<HashMap<StreamId, u64>>,
     /// The committed head: `h` as this process last wrote or read it. Reads stop there.
     committed: RwLock<Head>,
     /// An append failed after its first write: the next append removes its tail first.
@@ -138,7 +145,7 @@ impl SledStore {
             log,
             snapshots,
             vault,
-            append_lock: Mutex::new(()),
+            append_lock: Mutex::new(HashMap::new()),
             committed: RwLock::new(Head::EMPTY),
             torn: AtomicBool::new(false),
         };
@@ -350,18 +357,22 @@ impl EventStore for SledStore {
     }
 
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
-        let _writer = self.append_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut versions = self.append_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let head = self.committed();
         if self.torn.load(Ordering::Acquire) {
+            versions.clear();
             self.remove_tail_after(head)?;
             self.torn.store(false, Ordering::Release);
         }
         // Two key buffers for the checks' lookups; the first is reused to build the writes.
         let (mut key, mut key2) = (Vec::with_capacity(64), Vec::with_capacity(64));
-        validate(
+        let after = validate(
             batch,
             head,
-            |stream| self.version_with(&mut key, stream),
+            |stream| match versions.get(stream) {
+                Some(&version) => Ok(version),
+                None => self.version_with(&mut key, stream),
+            },
             |k| self.key_record_with(&mut key2, k),
         )?;
         let last_event = batch.commits.last().and_then(|c| c.events.last()).expect("validated: not empty");
@@ -374,6 +385,14 @@ impl EventStore for SledStore {
             return Err(e);
         }
         *self.committed.write().unwrap_or_else(|p| p.into_inner()) = last;
+        for (stream, version) in after {
+            match versions.get_mut(stream) {
+                Some(known) => *known = version,
+                None => {
+                    versions.insert(stream.clone(), version);
+                }
+            }
+        }
         // A failed flush leaves the batch written in memory but perhaps not on disk: the
         // caller gets Io and must re-read the head before deciding again.
         let flush_failed = |e| sled_error(format_args!("flushing events {} to {}", head.seq + 1, last.seq))(e);
