@@ -107,32 +107,28 @@ fn app_name(app: AppId) -> String {
 /// Folds stored events after `view.seq` into `view`, stopping before the first event
 /// that occurred after `until`.
 pub fn replay_into(store: &dyn EventStore, view: &mut LedgerView, until: Option<Instant>) -> Result<(), ReplayError> {
-    loop {
-        let page = store.read(view.seq + 1, REPLAY_PAGE_EVENTS)?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        for stored in &page {
-            let event = decode(&stored.bytes).map_err(|e| ReplayError::Corrupt {
-                seq: stored.seq,
-                reason: e.0,
-            })?;
+    let mut failed = None;
+    store.scan(view.seq + 1, &mut |seq, bytes| {
+        let applied = (|| {
+            let event = decode(bytes).map_err(|e| e.0)?;
             if until.is_some_and(|t| event.occurred_at > t) {
-                return Ok(());
+                return Ok(false);
             }
-            if event.seq != stored.seq {
-                return Err(ReplayError::Corrupt {
-                    seq: stored.seq,
-                    reason: format!("its bytes say position {}", event.seq),
-                });
+            if event.seq != seq {
+                return Err(format!("its bytes say position {}", event.seq));
             }
-            view.apply(&event, Hash::of(&stored.bytes))
-                .map_err(|e| ReplayError::Corrupt {
-                    seq: stored.seq,
-                    reason: e.to_string(),
-                })?;
+            view.apply(&event, Hash::of(bytes)).map_err(|e| e.to_string())?;
+            Ok(true)
+        })();
+        match applied {
+            Ok(go_on) => go_on,
+            Err(reason) => {
+                failed = Some(ReplayError::Corrupt { seq, reason });
+                false
+            }
         }
-    }
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
 /// The projections at the log's head, or as of business time `until`. Starts from the

@@ -11,7 +11,6 @@ use chat_ledger_events::{decode, Envelope, EventBody, Hash, Key};
 use chat_ledger_projections::LedgerView;
 use sha2::{Digest, Sha256};
 
-use crate::replay::REPLAY_PAGE_EVENTS;
 use crate::store::{AppendBatch, Commit, EventStore, Head, StoreError};
 
 /// A head an auditor kept: `SEQ:HASH` (as `verify` prints it) or just the hash.
@@ -214,16 +213,16 @@ pub fn verify_store(
     expected: Option<ExpectedHead>,
 ) -> Result<Result<VerifyReport, VerifyFailure>, StoreError> {
     let mut walker = Walker::new(expected);
-    let mut next = 1;
-    loop {
-        let page = store.read(next, REPLAY_PAGE_EVENTS)?;
-        let Some(last) = page.last() else { break };
-        next = last.seq + 1;
-        for stored in &page {
-            if let Err(failure) = walker.step(stored.seq, &stored.bytes) {
-                return Ok(Err(failure));
-            }
+    let mut failed = None;
+    store.scan(1, &mut |seq, bytes| match walker.step(seq, bytes) {
+        Ok(_) => true,
+        Err(failure) => {
+            failed = Some(failure);
+            false
         }
+    })?;
+    if let Some(failure) = failed {
+        return Ok(Err(failure));
     }
     Ok(walker.finish(Some(store.recorded_head()?)))
 }
@@ -261,16 +260,13 @@ fn walk_export(
 
 /// Writes every stored event's bytes, verbatim, one per line.
 pub fn export(store: &dyn EventStore, out: &mut impl Write) -> Result<u64, ExportError> {
-    let mut next = 1;
-    loop {
-        let page = store.read(next, REPLAY_PAGE_EVENTS)?;
-        let Some(last) = page.last() else { return Ok(next - 1) };
-        next = last.seq + 1;
-        for stored in &page {
-            out.write_all(&stored.bytes)?;
-            out.write_all(b"\n")?;
-        }
-    }
+    let mut written = Ok(());
+    let events = store.scan(1, &mut |_, bytes| {
+        written = out.write_all(bytes).and_then(|()| out.write_all(b"\n"));
+        written.is_ok()
+    })?;
+    written?;
+    Ok(events)
 }
 
 #[derive(Debug, thiserror::Error)]

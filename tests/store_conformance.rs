@@ -217,6 +217,45 @@ fn one_batch_of_two_commits_over_several_streams_reads_back_by_position_and_by_s
     assert_eq!(store.read_stream(&app(3), 1, 100).unwrap(), vec![]);
 }
 
+/// Reads and scans from every position, across appends of every size (one of 40 events:
+/// more than a sled block holds), agree with what was appended; a scan stops when asked.
+fn reads_and_scans_agree_from_every_position(store: &dyn EventStore) {
+    let streams: Vec<StreamId> = (0..40).map(|i| app(1 + i % 3)).collect();
+    let mut all = append(store, &[("k1", &streams[..1])]);
+    all.extend(append(store, &[("k2", &streams[..]), ("k3", &streams[..5])]));
+    all.extend(append(store, &[("k4", &streams[..17])]));
+    let all: Vec<&SealedEvent> = all.iter().collect();
+    let n = all.len() as u64;
+    for from in 1..=n + 1 {
+        let rest = &all[(from - 1) as usize..];
+        assert_eq!(store.read(from, usize::MAX).unwrap(), stored(rest), "read from {from}");
+        assert_eq!(store.read(from, 7).unwrap(), stored(&rest[..rest.len().min(7)]), "7 from {from}");
+        let mut scanned = Vec::new();
+        let handed = store
+            .scan(from, &mut |seq, bytes| {
+                scanned.push(StoredEvent {
+                    seq,
+                    bytes: bytes.to_vec(),
+                });
+                scanned.len() < 5
+            })
+            .unwrap();
+        assert_eq!(scanned, stored(&rest[..rest.len().min(5)]), "scan from {from}, stopping at 5");
+        assert_eq!(handed, scanned.len() as u64);
+    }
+    for stream in [app(1), app(2), app(3)] {
+        let of_stream: Vec<&SealedEvent> = all.iter().copied().filter(|e| e.envelope.stream == stream).collect();
+        assert_eq!(store.stream_version(&stream).unwrap(), of_stream.len() as u64);
+        for from in 1..=of_stream.len() {
+            assert_eq!(
+                store.read_stream(&stream, from as u64, 4).unwrap(),
+                stored(&of_stream[from - 1..(from + 3).min(of_stream.len())]),
+                "{stream} from version {from}"
+            );
+        }
+    }
+}
+
 fn stream_ids_that_prefix_one_another_stay_apart(store: &dyn EventStore) {
     let events = append(store, &[("k1", &[app(1), app(10), app(1), app(100)])]);
     assert_eq!(
@@ -758,6 +797,7 @@ macro_rules! conformance {
 conformance!(
     an_empty_store_has_the_empty_head_and_nothing_to_read,
     one_batch_of_two_commits_over_several_streams_reads_back_by_position_and_by_stream,
+    reads_and_scans_agree_from_every_position,
     stream_ids_that_prefix_one_another_stay_apart,
     the_head_advances_to_the_hash_of_the_last_event,
     a_stale_expected_head_is_refused_and_nothing_is_written,

@@ -121,6 +121,26 @@ pub trait EventStore: Send + Sync {
     /// Up to `max` events from position `from_seq` on, in order.
     fn read(&self, from_seq: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// Hands each event from position `from_seq` on, in order, to `visit` (its position and
+    /// stored bytes, borrowed from the store: nothing is copied) until `visit` returns
+    /// `false` or the log ends. Returns how many it handed over. Replay and verify walk the
+    /// log this way; a backend that cannot lend its bytes keeps this default, which pages.
+    fn scan(&self, from_seq: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<u64, StoreError> {
+        const PAGE_EVENTS: usize = 4096;
+        let (mut next, mut handed) = (from_seq, 0);
+        loop {
+            let page = self.read(next, PAGE_EVENTS)?;
+            let Some(last) = page.last() else { return Ok(handed) };
+            next = last.seq + 1;
+            for event in &page {
+                handed += 1;
+                if !visit(event.seq, &event.bytes) {
+                    return Ok(handed);
+                }
+            }
+        }
+    }
+
     /// Up to `max` events of `stream` from stream version `from_version` on, in order.
     fn read_stream(&self, stream: &StreamId, from_version: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError>;
 

@@ -409,10 +409,24 @@ impl EventStore for SledStore {
     }
 
     fn read(&self, from_seq: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let limit = self.committed().seq;
         let mut out = Vec::with_capacity(max.min(1024));
-        if max == 0 || from_seq > limit {
+        if max == 0 {
             return Ok(out);
+        }
+        self.scan(from_seq, &mut |seq, bytes| {
+            out.push(StoredEvent {
+                seq,
+                bytes: bytes.to_vec(),
+            });
+            out.len() < max
+        })?;
+        Ok(out)
+    }
+
+    fn scan(&self, from_seq: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<u64, StoreError> {
+        let limit = self.committed().seq;
+        if from_seq > limit {
+            return Ok(0);
         }
         // From the block holding from_seq (or, in a damaged store, the next one).
         let start = match self.block_of(from_seq)? {
@@ -420,22 +434,25 @@ impl EventStore for SledStore {
             None => from_seq,
         };
         let context = || format!("reading events from {from_seq}");
+        let mut handed = 0;
         for entry in self.log.range(&event_key(start)[..]..=&event_key(limit)[..]) {
             let (key, block) = entry.map_err(sled_error(context()))?;
-            let first = event_seq(&key)?;
-            for (seq, bytes) in (first..).zip(block_events(&block)?) {
-                if seq > limit || out.len() == max {
-                    return Ok(out);
+            let mut rest = &block[..];
+            let mut seq = event_seq(&key)?;
+            while let Some(bytes) = next_block_event(&mut rest)? {
+                if seq > limit {
+                    return Ok(handed);
                 }
                 if seq >= from_seq {
-                    out.push(StoredEvent {
-                        seq,
-                        bytes: bytes.to_vec(),
-                    });
+                    handed += 1;
+                    if !visit(seq, bytes) {
+                        return Ok(handed);
+                    }
                 }
+                seq += 1;
             }
         }
-        Ok(out)
+        Ok(handed)
     }
 
     fn read_stream(&self, stream: &StreamId, from_version: u64, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
