@@ -229,7 +229,11 @@ fn reads_and_scans_agree_from_every_position(store: &dyn EventStore) {
     for from in 1..=n + 1 {
         let rest = &all[(from - 1) as usize..];
         assert_eq!(store.read(from, usize::MAX).unwrap(), stored(rest), "read from {from}");
-        assert_eq!(store.read(from, 7).unwrap(), stored(&rest[..rest.len().min(7)]), "7 from {from}");
+        assert_eq!(
+            store.read(from, 7).unwrap(),
+            stored(&rest[..rest.len().min(7)]),
+            "7 from {from}"
+        );
         let mut scanned = Vec::new();
         let handed = store
             .scan(from, &mut |seq, bytes| {
@@ -240,7 +244,11 @@ fn reads_and_scans_agree_from_every_position(store: &dyn EventStore) {
                 scanned.len() < 5
             })
             .unwrap();
-        assert_eq!(scanned, stored(&rest[..rest.len().min(5)]), "scan from {from}, stopping at 5");
+        assert_eq!(
+            scanned,
+            stored(&rest[..rest.len().min(5)]),
+            "scan from {from}, stopping at 5"
+        );
         assert_eq!(handed, scanned.len() as u64);
     }
     for stream in [app(1), app(2), app(3)] {
@@ -1048,7 +1056,8 @@ mod sled_only {
             let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
             let log = db.open_tree("log").unwrap();
             log.remove([b'e', 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
-            log.insert(b"sclock\x00\x00\x00\x00\x00\x00\x00\x00\x01", &b"short"[..]).unwrap();
+            log.insert(b"sclock\x00\x00\x00\x00\x00\x00\x00\x00\x01", &b"short"[..])
+                .unwrap();
             log.insert(b"kk1", &b"short"[..]).unwrap();
             db.flush().unwrap();
         }
@@ -1080,8 +1089,13 @@ mod sled_only {
             let log = db.open_tree("log").unwrap();
             let events: Vec<&SealedEvent> = torn.commits.iter().flat_map(|c| &c.events).collect();
             let block = chat_ledger::store::block_of_events(events.iter().map(|e| e.bytes.as_slice()));
-            log.insert([b"e".as_slice(), &3u64.to_be_bytes()].concat(), block).unwrap();
-            for (stream, version, seqs) in [("app:1", 2u64, vec![3u64]), ("app:2", 1, vec![4]), ("clock", 2, vec![5])] {
+            log.insert([b"e".as_slice(), &3u64.to_be_bytes()].concat(), block)
+                .unwrap();
+            for (stream, version, seqs) in [
+                ("app:1", 2u64, vec![3u64]),
+                ("app:2", 1, vec![4]),
+                ("clock", 2, vec![5]),
+            ] {
                 let key = [b"s", stream.as_bytes(), &[0], &version.to_be_bytes()].concat();
                 let seqs: Vec<u8> = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
                 log.insert(key, seqs).unwrap();
@@ -1097,9 +1111,15 @@ mod sled_only {
         assert_eq!(store.stream_version(&app(2)).unwrap(), 0);
         assert_eq!(store.stream_version(&clock()).unwrap(), 1);
         assert_eq!(store.key_record(&key("k2")).unwrap(), None);
-        assert!(store.key_record(&key("k1")).unwrap().is_some(), "the committed key stays");
+        assert!(
+            store.key_record(&key("k1")).unwrap().is_some(),
+            "the committed key stays"
+        );
         store.append(&torn).unwrap();
-        let all: Vec<&SealedEvent> = first.iter().chain(torn.commits.iter().flat_map(|c| &c.events)).collect();
+        let all: Vec<&SealedEvent> = first
+            .iter()
+            .chain(torn.commits.iter().flat_map(|c| &c.events))
+            .collect();
         assert_eq!(store.read(1, 10).unwrap(), stored(&all));
         assert_eq!(store.read_stream(&app(1), 1, 10).unwrap(), stored(&[all[0], all[2]]));
         assert_eq!(store.stream_version(&clock()).unwrap(), 2);
@@ -1111,7 +1131,8 @@ mod sled_only {
         {
             let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
             let log = db.open_tree("log").unwrap();
-            log.insert([b"e".as_slice(), &1u64.to_be_bytes()].concat(), &b"{}"[..]).unwrap();
+            log.insert([b"e".as_slice(), &1u64.to_be_bytes()].concat(), &b"{}"[..])
+                .unwrap();
             db.flush().unwrap();
         }
         match SledStore::open(dir.path()) {

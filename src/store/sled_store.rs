@@ -305,7 +305,9 @@ impl SledStore {
         let mut run_of: HashMap<&StreamId, usize> = HashMap::new();
         for event in batch.commits.iter().flat_map(|c| &c.events) {
             let env = &event.envelope;
-            if block_events == BLOCK_MAX_EVENTS || (block_events > 0 && block.len() + event.bytes.len() > BLOCK_MAX_BYTES) {
+            if block_events == BLOCK_MAX_EVENTS
+                || (block_events > 0 && block.len() + event.bytes.len() > BLOCK_MAX_BYTES)
+            {
                 self.log
                     .insert(&event_key(block_first)[..], block.as_slice())
                     .map_err(sled_error(context()))?;
@@ -329,7 +331,9 @@ impl SledStore {
             .map_err(sled_error(context()))?;
         for (stream, first_version, seqs) in &runs {
             stream_run_key(key, stream, *first_version);
-            self.log.insert(key.as_slice(), seqs.as_slice()).map_err(sled_error(context()))?;
+            self.log
+                .insert(key.as_slice(), seqs.as_slice())
+                .map_err(sled_error(context()))?;
         }
         for commit in &batch.commits {
             let record = key_record(commit);
@@ -338,7 +342,9 @@ impl SledStore {
             value[32..40].copy_from_slice(&record.first_seq.to_be_bytes());
             value[40..].copy_from_slice(&record.last_seq.to_be_bytes());
             prefixed(key, KEY, commit.key.as_str().as_bytes());
-            self.log.insert(key.as_slice(), &value[..]).map_err(sled_error(context()))?;
+            self.log
+                .insert(key.as_slice(), &value[..])
+                .map_err(sled_error(context()))?;
         }
         self.log
             .insert(HEAD, &head_record(last)[..])
@@ -375,7 +381,11 @@ impl EventStore for SledStore {
             },
             |k| self.key_record_with(&mut key2, k),
         )?;
-        let last_event = batch.commits.last().and_then(|c| c.events.last()).expect("validated: not empty");
+        let last_event = batch
+            .commits
+            .last()
+            .and_then(|c| c.events.last())
+            .expect("validated: not empty");
         let last = Head {
             seq: last_event.envelope.seq,
             hash: last_event.hash,
