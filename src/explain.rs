@@ -202,19 +202,16 @@ impl<'a> Log<'a> {
             })
         };
         if let Some(story) = app_story.or_else(account_story) {
-            for seq in &story {
-                let stored = self.store.read(*seq, 1)?;
-                match stored.first() {
-                    Some(stored) if stored.seq == *seq => {
-                        self.insert(stored)?;
-                    }
-                    _ => {
-                        return Err(ExplainError::Corrupt {
-                            seq: *seq,
-                            reason: format!("the log has no event at this position of {stream}'s story"),
-                        })
-                    }
-                }
+            let stored = self.store.read_positions(&story)?;
+            let missing = (0..story.len()).find(|&i| stored.get(i).map(|e| e.seq) != Some(story[i]));
+            if let Some(i) = missing {
+                return Err(ExplainError::Corrupt {
+                    seq: story[i],
+                    reason: format!("the log has no event at this position of {stream}'s story"),
+                });
+            }
+            for event in &stored {
+                self.insert(event)?;
             }
             return Ok(());
         }

@@ -217,7 +217,7 @@ fn one_batch_of_two_commits_over_several_streams_reads_back_by_position_and_by_s
     assert_eq!(store.read_stream(&app(3), 1, 100).unwrap(), vec![]);
 }
 
-/// Reads and scans from every position, across appends of every size (one of 40 events:
+/// Reads and scans from every position, and reads of scattered positions, across appends of every size (one of 40 events:
 /// more than a sled block holds), agree with what was appended; a scan stops when asked.
 fn reads_and_scans_agree_from_every_position(store: &dyn EventStore) {
     let streams: Vec<StreamId> = (0..40).map(|i| app(1 + i % 3)).collect();
@@ -251,6 +251,17 @@ fn reads_and_scans_agree_from_every_position(store: &dyn EventStore) {
         );
         assert_eq!(handed, scanned.len() as u64);
     }
+    let wanted = [n, 3, 0, 17, n + 5, 18, 2, 40, 3];
+    let expected: Vec<&SealedEvent> = wanted
+        .iter()
+        .filter(|&&seq| (1..=n).contains(&seq))
+        .map(|&seq| all[(seq - 1) as usize])
+        .collect();
+    assert_eq!(
+        store.read_positions(&wanted).unwrap(),
+        stored(&expected),
+        "positions in any order, the missing left out"
+    );
     for stream in [app(1), app(2), app(3)] {
         let of_stream: Vec<&SealedEvent> = all.iter().copied().filter(|e| e.envelope.stream == stream).collect();
         assert_eq!(store.stream_version(&stream).unwrap(), of_stream.len() as u64);

@@ -423,6 +423,15 @@ impl EventStore for SledStore {
         if max == 0 {
             return Ok(out);
         }
+        // One event (explain, as-of searches): the block's one seek, no iterator after it.
+        if max == 1 {
+            if let Some(bytes) = self.event_with(&mut None, from_seq)? {
+                if from_seq <= self.committed().seq {
+                    out.push(StoredEvent { seq: from_seq, bytes });
+                    return Ok(out);
+                }
+            }
+        }
         self.scan(from_seq, &mut |seq, bytes| {
             out.push(StoredEvent {
                 seq,
@@ -430,6 +439,18 @@ impl EventStore for SledStore {
             });
             out.len() < max
         })?;
+        Ok(out)
+    }
+
+    fn read_positions(&self, seqs: &[u64]) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = self.committed().seq;
+        let mut cache = None;
+        let mut out = Vec::with_capacity(seqs.len());
+        for &seq in seqs.iter().filter(|&&seq| seq <= limit) {
+            if let Some(bytes) = self.event_with(&mut cache, seq)? {
+                out.push(StoredEvent { seq, bytes });
+            }
+        }
         Ok(out)
     }
 
