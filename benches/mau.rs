@@ -159,20 +159,6 @@ fn fresh_ledger(dir: &Path) -> Ledger {
     ledger
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).expect("read the store dir") {
-        let entry = entry.expect("a dir entry");
-        let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
-}
-
 fn read_all(store: &dyn EventStore, from: u64) -> Vec<StoredEvent> {
     let mut out = Vec::new();
     loop {
@@ -242,7 +228,7 @@ fn main() {
         let dir = root.join(format!("run-{run}"));
         let _ = std::fs::remove_dir_all(&dir);
         let mut ledger = fresh_ledger(&dir);
-        let disk_before = dir_bytes(&dir);
+        let disk_before = common::dir_bytes(&dir);
         let seq_before = ledger.head().seq;
         let live_before = live();
         common::take_append_time();
@@ -306,7 +292,7 @@ fn main() {
     assert_eq!(rebuilt.apps[&APP].usage[MONTH].users.len() as u64, distinct);
     drop(rebuilt);
     drop(ledger);
-    let disk_after = dir_bytes(&dir);
+    let disk_after = common::dir_bytes(&dir);
 
     let d = distinct as f64;
     println!();

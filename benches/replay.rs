@@ -151,19 +151,6 @@ fn cache_name(spec: &Spec, scale: Scale) -> String {
     .to_lowercase()
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
-}
-
 /// Free bytes on the filesystem holding `dir` (`df -Pk`).
 fn free_bytes(dir: &Path) -> Option<u64> {
     let out = std::process::Command::new("df").arg("-Pk").arg(dir).output().ok()?;
@@ -197,7 +184,7 @@ fn load_built(dir: &Path) -> Option<Built> {
         hot_stream_events: v["hot_stream_events"].as_u64()?,
         as_of: Instant::parse(v["as_of"].as_str()?).ok()?,
         build_seconds: None,
-        disk_bytes: dir_bytes(dir),
+        disk_bytes: common::dir_bytes(dir),
     })
 }
 
@@ -245,7 +232,7 @@ fn build_or_load(spec: &Spec, scale: Scale) -> Option<Built> {
         hot_stream_events,
         as_of: as_of_instant(spec),
         build_seconds: Some(build_seconds),
-        disk_bytes: dir_bytes(&dir),
+        disk_bytes: common::dir_bytes(&dir),
     };
     let done = serde_json::json!({
         "events": built.events, "head_hash": built.head_hash, "hot": built.hot.0,

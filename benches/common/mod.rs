@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How big a run is.
@@ -156,4 +156,18 @@ mod timed_store {
             self.0.destroy_app_key(app)
         }
     }
+}
+
+/// Bytes of every file under `dir` (what a store takes on disk); 0 for what cannot be read.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
 }
