@@ -555,6 +555,25 @@ impl LedgerView {
                 None => Ok(()),
             };
         };
+        // A count that sets no bill push changes only the month's users and tallies, never a
+        // deadline; most of a busy app's events are such counts.
+        if let EventBody::MauCounted {
+            bill_push_at: None,
+            late: false,
+            ..
+        } = &event.event
+        {
+            #[cfg(debug_assertions)]
+            let before = view.deadline_parts();
+            view.fold(event)?;
+            #[cfg(debug_assertions)]
+            assert_eq!(
+                before,
+                view.deadline_parts(),
+                "a count without a bill push moved a deadline"
+            );
+            return Ok(());
+        }
         let before = view.deadline_parts();
         view.fold(event)?;
         let after = view.deadline_parts();
