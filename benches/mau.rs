@@ -163,7 +163,7 @@ fn read_all(store: &dyn EventStore, from: u64) -> Vec<StoredEvent> {
     let mut out = Vec::new();
     loop {
         let page = store
-            .read(from + out.len() as u64, replay::REPLAY_PAGE_EVENTS)
+            .read(from + out.len() as u64, chat_ledger::store::READ_PAGE_EVENTS)
             .expect("read");
         if page.is_empty() {
             return out;

@@ -12,7 +12,7 @@ use chat_ledger::import::{self, LedgerCheckError, CHUNK_INPUTS_DEFAULT};
 use chat_ledger::ledger::{KeySource, Ledger, LedgerError, OsKeys, Outcome, SeededKeys};
 use chat_ledger::replay;
 use chat_ledger::rulebook::Rulebook;
-use chat_ledger::store::{EventStore, SledStore};
+use chat_ledger::store::{EventStore, SledStore, READ_PAGE_EVENTS};
 use chat_ledger::verify::{self, head_label, ExpectedHead};
 use chat_ledger_events::input::RESERVED_KEY_PREFIXES;
 use chat_ledger_events::{decode, AccountId, Actor, AppId, Command, Input, Instant, Key, StreamId};
@@ -715,7 +715,6 @@ fn explain_cmd(data: &Path, what: &ExplainCmd) -> Result<(), Failure> {
 }
 
 fn log(data: &Path, stream: Option<&str>, json: bool) -> Result<(), Failure> {
-    const PAGE_EVENTS: usize = 4096;
     let store = open_store(data)?;
     let stream = stream.map(StreamId::parse).transpose().map_err(bad_input)?;
     let zone = zone_of(
@@ -729,8 +728,8 @@ fn log(data: &Path, stream: Option<&str>, json: bool) -> Result<(), Failure> {
     let mut next = 1;
     loop {
         let page = match &stream {
-            Some(s) => store.read_stream(s, next, PAGE_EVENTS),
-            None => store.read(next, PAGE_EVENTS),
+            Some(s) => store.read_stream(s, next, READ_PAGE_EVENTS),
+            None => store.read(next, READ_PAGE_EVENTS),
         }
         .map_err(failure)?;
         if page.is_empty() {

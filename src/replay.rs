@@ -10,10 +10,7 @@ use chat_ledger_projections::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{EventStore, StoreError};
-
-/// Events read per store call while replaying.
-pub const REPLAY_PAGE_EVENTS: usize = 4096;
+use crate::store::{EventStore, StoreError, READ_PAGE_EVENTS};
 
 /// Name of the projection snapshot's header; its other parts are named under it.
 pub const SNAPSHOT_NAME: &str = "projections";
@@ -452,7 +449,7 @@ fn fold_app_stream(
         None => Vec::new(),
     };
     while fold.version < until {
-        let want = (until - fold.version).min(REPLAY_PAGE_EVENTS as u64) as usize;
+        let want = (until - fold.version).min(READ_PAGE_EVENTS as u64) as usize;
         let page = store.read_stream(&stream, fold.version + 1, want)?;
         if page.is_empty() {
             return Err(ReplayError::Corrupt {
@@ -530,7 +527,7 @@ fn app_reminders(
     let last = stream_version_at(store, &stream, until_seq)?;
     let mut out = Vec::new();
     while version < last {
-        let want = (last - version).min(REPLAY_PAGE_EVENTS as u64) as usize;
+        let want = (last - version).min(READ_PAGE_EVENTS as u64) as usize;
         let page = store.read_stream(&stream, version + 1, want)?;
         if page.is_empty() {
             break;

@@ -89,8 +89,11 @@ pub enum StoreError {
     Layout(String),
 }
 
-/// The contract every backend keeps. Reads by position and by stream use an index;
-/// none of them scans the log.
+/// How many events a paged reader asks the store for at once: bounds one read's memory.
+pub const READ_PAGE_EVENTS: usize = 4096;
+
+/// The contract every backend keeps. Reads by position and by stream use an index; only
+/// `scan`, which walks the log on purpose (replay, verify, export), reads it in order.
 pub trait EventStore: Send + Sync {
     /// The last event's position and hash.
     fn head(&self) -> Result<Head, StoreError>;
@@ -137,10 +140,9 @@ pub trait EventStore: Send + Sync {
     /// `false` or the log ends. Returns how many it handed over. Replay and verify walk the
     /// log this way; a backend that cannot lend its bytes keeps this default, which pages.
     fn scan(&self, from_seq: u64, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<u64, StoreError> {
-        const PAGE_EVENTS: usize = 4096;
         let (mut next, mut handed) = (from_seq, 0);
         loop {
-            let page = self.read(next, PAGE_EVENTS)?;
+            let page = self.read(next, READ_PAGE_EVENTS)?;
             let Some(last) = page.last() else { return Ok(handed) };
             next = last.seq + 1;
             for event in &page {

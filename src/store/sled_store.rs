@@ -215,11 +215,8 @@ impl SledStore {
 
     /// [`EventStore::stream_version`], building keys in `buf`: the end of the stream's last run.
     fn version_with(&self, buf: &mut Vec<u8>, stream: &StreamId) -> Result<u64, StoreError> {
-        stream_run_key(buf, stream, 0);
-        let start = buf.clone();
-        buf.truncate(start.len() - 9);
-        buf.push(1); // just past the `0x00` separator: the end of this stream's runs
-        let last = self.log.range(&start[..]..&buf[..]).next_back();
+        let end = stream_runs_end(buf, stream);
+        let last = self.log.range(&buf[..]..&end[..]).next_back();
         let Some(entry) = last else {
             return Ok(0);
         };
@@ -493,12 +490,9 @@ impl EventStore for SledStore {
             return Ok(out);
         }
         let mut lo = Vec::with_capacity(stream.as_str().len() + 10);
-        stream_run_key(&mut lo, stream, 0);
-        let mut from = lo.clone();
+        let end = stream_runs_end(&mut lo, stream);
+        let mut from = Vec::with_capacity(lo.len());
         stream_run_key(&mut from, stream, from_version);
-        let mut end = lo.clone();
-        end.truncate(lo.len() - 9);
-        end.push(1); // just past the `0x00` separator: the end of this stream's runs
         let context = || format!("reading stream {stream}");
         // The run holding from_version starts at or before it.
         let start = match self.log.range(&lo[..]..=&from[..]).next_back() {
@@ -687,6 +681,15 @@ fn stream_run_key(buf: &mut Vec<u8>, stream: &StreamId, version: u64) {
     prefixed(buf, STREAM_RUN, stream.as_str().as_bytes());
     buf.push(0);
     buf.extend_from_slice(&version.to_be_bytes());
+}
+
+/// A stream's runs lie in `[buf, returned)`: `buf` becomes the key of version 0, the
+/// returned key is just past the `0x00` separator.
+fn stream_runs_end(buf: &mut Vec<u8>, stream: &StreamId) -> Vec<u8> {
+    stream_run_key(buf, stream, 0);
+    let mut end = buf[..buf.len() - 8].to_vec();
+    *end.last_mut().expect("the separator") = 1;
+    end
 }
 
 fn head_record(head: Head) -> [u8; HEAD_LEN] {
