@@ -350,7 +350,11 @@ impl AppView {
                 late,
                 ..
             } => {
-                let usage = self.usage.entry(month.clone()).or_default();
+                // Most counts go to a month already known: no key to clone.
+                if !self.usage.contains_key(month) {
+                    self.usage.insert(month.clone(), MonthUsage::default());
+                }
+                let usage = self.usage.get_mut(month).expect("inserted above");
                 for user in users {
                     if !usage.users.insert(user_digest(&user.user)?) {
                         return Err(format!("user {} counted twice in {month}", user.user));
@@ -432,59 +436,81 @@ impl AppView {
     /// The deadlines this app's state implies. Recomputed after each of its events, so
     /// the deadline index can never disagree with the app.
     pub(crate) fn deadlines(&self) -> Vec<Deadline> {
-        self.deadline_parts().into_deadlines(self.app)
+        self.deadline_parts(BillPush::Find).into_deadlines(self.app)
     }
 
-    /// [`AppView::deadlines`] as plain values, without allocating: what replay compares
-    /// before and after each of the app's events (most change none).
-    pub(crate) fn deadline_parts(&self) -> DeadlineParts {
+    /// Whether `event`, folded into this app, can move its bill push: only counts and bills
+    /// touch the months and the pending adjustment that [`AppView::next_bill_push`] reads.
+    pub(crate) fn moves_bill_push(event: &EventBody) -> bool {
+        matches!(event, EventBody::MauCounted { .. } | EventBody::BillIssued { .. })
+    }
+
+    /// [`AppView::deadlines`] as plain values, one slot per kind, without allocating: what
+    /// replay compares before and after each of the app's events (most change none).
+    /// `BillPush::Skip` leaves the bill push slot empty: finding it walks every month of
+    /// usage, and an event that cannot move it ([`AppView::moves_bill_push`]) need not.
+    pub(crate) fn deadline_parts(&self, bill_push: BillPush) -> DeadlineParts {
         let mut parts = DeadlineParts::default();
-        let mut slot = 0;
-        let mut push = |at: Instant, kind: DeadlineKind, cause: Uuid| {
-            parts.0[slot] = Some((at, kind, cause));
-            slot += 1;
-        };
-        if let Some(bill) = self.next_bill_push() {
-            push(bill.at, DeadlineKind::BillPush, bill.cause);
+        if bill_push == BillPush::Find {
+            if let Some(bill) = self.next_bill_push() {
+                parts.0[DeadlineParts::BILL_PUSH] = Some((bill.at, DeadlineKind::BillPush, bill.cause));
+            }
         }
         if self.reclaimed_at.is_some() {
             return parts;
         }
-        match (&self.plan, &self.expired) {
-            (Some(plan), None) => push(plan.valid_until, DeadlineKind::Expiry, plan.cause),
+        parts.0[DeadlineParts::PLAN] = match (&self.plan, &self.expired) {
+            (Some(plan), None) => Some((plan.valid_until, DeadlineKind::Expiry, plan.cause)),
             (Some(_), Some(expired)) if !self.holds.contains_key(&HoldKind::Expiry) => {
-                push(expired.grace_ends_at, DeadlineKind::Suspension, expired.cause)
+                Some((expired.grace_ends_at, DeadlineKind::Suspension, expired.cause))
             }
-            _ => {}
-        }
-        if let Some(reminder) = &self.next_reminder {
-            push(reminder.at, DeadlineKind::Reminder, reminder.cause);
-        }
-        if let Some(reclamation) = &self.reclamation {
-            push(reclamation.at, DeadlineKind::Reclamation, reclamation.cause);
-        }
+            _ => None,
+        };
+        parts.0[DeadlineParts::REMINDER] = self
+            .next_reminder
+            .as_ref()
+            .map(|r| (r.at, DeadlineKind::Reminder, r.cause));
+        parts.0[DeadlineParts::RECLAMATION] = self
+            .reclamation
+            .as_ref()
+            .map(|r| (r.at, DeadlineKind::Reclamation, r.cause));
         parts
     }
 }
 
-/// An app's deadlines (at most one bill push, one expiry or suspension, one reminder, one
-/// reclamation) as (at, kind, cause), in the order [`AppView::deadline_parts`] finds them.
+/// Whether [`AppView::deadline_parts`] finds the bill push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BillPush {
+    Find,
+    Skip,
+}
+
+/// An app's deadlines as (at, kind, cause), one slot each: its bill push, its plan's expiry
+/// or suspension, its next reminder, its reclamation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct DeadlineParts([Option<(Instant, DeadlineKind, Uuid)>; 4]);
+pub(crate) struct DeadlineParts(pub(crate) [Option<(Instant, DeadlineKind, Uuid)>; 4]);
 
 impl DeadlineParts {
+    pub(crate) const BILL_PUSH: usize = 0;
+    const PLAN: usize = 1;
+    const REMINDER: usize = 2;
+    const RECLAMATION: usize = 3;
+
     pub(crate) fn into_deadlines(self, app: AppId) -> Vec<Deadline> {
-        let stream = StreamId::app(app);
         self.0
             .into_iter()
             .flatten()
-            .map(|(at, kind, cause)| Deadline {
-                at,
-                kind,
-                stream: stream.clone(),
-                subject: Subject::App(app),
-                cause,
-            })
+            .map(|part| Self::deadline(part, app))
             .collect()
+    }
+
+    pub(crate) fn deadline((at, kind, cause): (Instant, DeadlineKind, Uuid), app: AppId) -> Deadline {
+        Deadline {
+            at,
+            kind,
+            stream: StreamId::app(app),
+            subject: Subject::App(app),
+            cause,
+        }
     }
 }

@@ -8,7 +8,7 @@ use chat_ledger_events::{
     MoneyKind, StreamId,
 };
 
-use crate::app::AppView;
+use crate::app::{AppView, BillPush, DeadlineParts};
 use crate::deadline::{Deadline, DeadlineKind, Subject};
 
 /// Version of the projection code. Raise it whenever `apply` or a view's shape changes:
@@ -564,26 +564,48 @@ impl LedgerView {
         } = &event.event
         {
             #[cfg(debug_assertions)]
-            let before = view.deadline_parts();
+            let before = view.deadline_parts(BillPush::Find);
             view.fold(event)?;
             #[cfg(debug_assertions)]
             assert_eq!(
                 before,
-                view.deadline_parts(),
+                view.deadline_parts(BillPush::Find),
                 "a count without a bill push moved a deadline"
             );
             return Ok(());
         }
-        let before = view.deadline_parts();
+        let bill_push = if AppView::moves_bill_push(&event.event) {
+            BillPush::Find
+        } else {
+            BillPush::Skip
+        };
+        #[cfg(debug_assertions)]
+        let bill_push_before = view.next_bill_push().cloned();
+        let before = view.deadline_parts(bill_push);
         view.fold(event)?;
-        let after = view.deadline_parts();
+        let after = view.deadline_parts(bill_push);
+        #[cfg(debug_assertions)]
+        if bill_push == BillPush::Skip {
+            assert_eq!(
+                bill_push_before.as_ref(),
+                view.next_bill_push(),
+                "an event that does not touch usage moved the bill push"
+            );
+        }
         // The index holds every deadline of `before` (it is kept equal to what each app
-        // implies): when the app implies the same ones, there is nothing to move.
-        if before != after {
-            for deadline in &before.into_deadlines(app) {
-                self.deadlines.remove(deadline);
+        // implies): move only the kinds whose deadline changed. Most events change none, and
+        // the bill push left in place is the one most often tied with other apps' on its
+        // instant (costly to find in the index).
+        for (was, is) in before.0.into_iter().zip(after.0) {
+            if was != is {
+                if let Some(part) = was {
+                    let removed = self.deadlines.remove(&DeadlineParts::deadline(part, app));
+                    debug_assert!(removed, "app {app}'s deadline was not in the index");
+                }
+                if let Some(part) = is {
+                    self.deadlines.insert(DeadlineParts::deadline(part, app));
+                }
             }
-            self.deadlines.extend(after.into_deadlines(app));
         }
         Ok(())
     }
