@@ -614,7 +614,7 @@ fn measure(built: &Built, scale: Scale) -> Measured {
         let started = WallClock::now();
         replay::save_snapshot(&store, &zero).expect("save the snapshot");
         println!(
-            "snapshot stored again (another projection version), app checkpoints caught up from scratch: {:.1} s",
+            "snapshot stored again (another projection version or snapshot format), app checkpoints and story segments caught up from scratch: {:.1} s",
             started.elapsed().as_secs_f64()
         );
     }

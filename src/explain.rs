@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::describe::{self, status_word, zone_of};
 use crate::store::{EventStore, StoreError, StoredEvent};
+use crate::story::{self, List};
 
 /// Longest causation chain followed: a guard against a cycle in a damaged log.
 pub const CHAIN_MAX: usize = 64;
@@ -182,31 +183,36 @@ impl<'a> Log<'a> {
             return Ok(());
         }
         // An app's stream is mostly MAU counts, an account's mostly expiry reminders, that
-        // explain nothing here: read the positions their views keep one by one (an app's
-        // `story` and the `reminders` of its current plan; an account's `story`), not the
-        // whole stream.
-        let app_story = stream.app_id().and_then(|a| self.view.apps.get(&a)).map(|a| {
-            let mut story: Vec<u64> = a.story.iter().chain(&a.reminders).copied().collect();
-            story.sort_unstable();
-            story
-        });
-        let account_story = || {
-            let account = stream.as_str().strip_prefix("account:")?;
-            self.view.accounts.get(account).map(|a| {
-                let mut story = a.story.clone();
-                if self.charges {
-                    story.extend(&a.charges);
-                    story.sort_unstable();
-                }
-                story
-            })
+        // explain nothing here: read the positions their views keep (an app's `story` and
+        // the `reminders` of its current plan; an account's `story`, and its `charges` when
+        // told), not the whole stream; the story lists from their segments as far as they
+        // go, the rest from the log.
+        let view: &'a LedgerView = self.view;
+        let app = stream.app_id().and_then(|a| view.apps.get(&a));
+        let account = || view.accounts.get(stream.as_str().strip_prefix("account:")?);
+        let (lists, mut loose): (Vec<(List, &[u64])>, Vec<u64>) = match (app, account()) {
+            (Some(app), _) => (vec![(List::Story, &app.story)], app.reminders.clone()),
+            (None, Some(account)) if self.charges => (
+                vec![(List::Story, &account.story), (List::Charges, &account.charges)],
+                Vec::new(),
+            ),
+            (None, Some(account)) => (vec![(List::Story, &account.story)], Vec::new()),
+            (None, None) => (Vec::new(), Vec::new()),
         };
-        if let Some(story) = app_story.or_else(account_story) {
-            let stored = self.store.read_positions(&story)?;
-            let missing = (0..story.len()).find(|&i| stored.get(i).map(|e| e.seq) != Some(story[i]));
+        if !lists.is_empty() {
+            for (list, positions) in lists {
+                let held = story::read_segments(self.store, stream, list, positions)?;
+                loose.extend(&positions[held.len()..]);
+                for event in &held {
+                    self.insert(event)?;
+                }
+            }
+            loose.sort_unstable();
+            let stored = self.store.read_positions(&loose)?;
+            let missing = (0..loose.len()).find(|&i| stored.get(i).map(|e| e.seq) != Some(loose[i]));
             if let Some(i) = missing {
                 return Err(ExplainError::Corrupt {
-                    seq: story[i],
+                    seq: loose[i],
                     reason: format!("the log has no event at this position of {stream}'s story"),
                 });
             }

@@ -11,4 +11,5 @@ pub mod replay;
 pub mod rulebook;
 pub mod rules;
 pub mod store;
+pub mod story;
 pub mod verify;

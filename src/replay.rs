@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{EventStore, StoreError, READ_PAGE_EVENTS};
+use crate::story::{self, STORY_SEGMENT_EVENTS};
 
 /// Name of the projection snapshot's header; its other parts are named under it.
 pub const SNAPSHOT_NAME: &str = "projections";
@@ -28,8 +29,9 @@ const CHECKPOINT_PARTS_PER_WRITE: usize = 1024;
 /// Layout of the stored projection snapshot (apart from the projections' own version,
 /// [`PROJECTION_VERSION`]). 2: sharded — a small header, one part with the shared maps
 /// (streams, orders, bills, deadlines), one part per account and one per app — so that a
-/// query about one app reads that app alone. A snapshot of another format is ignored.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// query about one app reads that app alone. 3: and every story segment due is written
+/// before the header (`crate::story`). A snapshot of another format is ignored.
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -238,16 +240,29 @@ fn load_snapshot(store: &dyn EventStore) -> Result<Option<LedgerView>, ReplayErr
 /// that do not conserve money (rule `money.conservation`), so a stored snapshot always
 /// passed the check that every replay makes.
 pub fn save_snapshot(store: &dyn EventStore, view: &LedgerView) -> Result<(), StoreError> {
-    save_snapshot_with(store, view, APP_CHECKPOINT_VERSIONS)
+    save_snapshot_with(store, view, Spacing::DEFAULT)
 }
 
-/// [`save_snapshot`], with app checkpoints every `checkpoint_versions` stream versions
-/// (tests use small intervals to exercise them on small fixtures).
-pub fn save_snapshot_with(
-    store: &dyn EventStore,
-    view: &LedgerView,
-    checkpoint_versions: u64,
-) -> Result<(), StoreError> {
+/// How often the snapshot's append-only parts are cut: app checkpoints every
+/// `checkpoint_versions` versions of an app's stream, story segments every
+/// `story_segment_events` entries of a story list. Tests use small values to exercise
+/// them on small fixtures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spacing {
+    pub checkpoint_versions: u64,
+    pub story_segment_events: usize,
+}
+
+impl Spacing {
+    pub const DEFAULT: Spacing = Spacing {
+        checkpoint_versions: APP_CHECKPOINT_VERSIONS,
+        story_segment_events: STORY_SEGMENT_EVENTS,
+    };
+}
+
+/// [`save_snapshot`], with its append-only parts cut at `spacing`.
+pub fn save_snapshot_with(store: &dyn EventStore, view: &LedgerView, spacing: Spacing) -> Result<(), StoreError> {
+    let checkpoint_versions = spacing.checkpoint_versions;
     assert!(checkpoint_versions > 0, "a checkpoint interval of at least one version");
     // Every field, by name: a new field of the view does not compile until it is stored.
     let LedgerView {
@@ -302,8 +317,9 @@ pub fn save_snapshot_with(
         commands_rejected: *commands_rejected,
     };
     parts.push((SNAPSHOT_NAME.to_owned(), json(&header)));
-    // Checkpoints first: the snapshot only ever points at a log whose checkpoints are
-    // written (a stop in between leaves the previous snapshot, and the next save resumes).
+    // Checkpoints and story segments first: the snapshot only ever points at a log whose
+    // checkpoints and segments are written (a stop in between leaves the previous snapshot,
+    // and the next save resumes).
     let mut checkpoints = Vec::new();
     for app in apps.keys() {
         catch_up_checkpoints(store, view, *app, checkpoint_versions, &mut checkpoints)?;
@@ -314,6 +330,7 @@ pub fn save_snapshot_with(
     if !checkpoints.is_empty() {
         store.put_snapshots(&checkpoints)?;
     }
+    story::write_segments(store, view, spacing.story_segment_events)?;
     store.put_snapshots(&parts)
 }
 

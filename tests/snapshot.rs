@@ -206,6 +206,14 @@ fn instants_of(store: &dyn EventStore, max: usize) -> Vec<Instant> {
     out.into_iter().step_by(step).collect()
 }
 
+/// Checkpoints every `every` versions (story segments as in production).
+fn spacing(every: u64) -> replay::Spacing {
+    replay::Spacing {
+        checkpoint_versions: every,
+        ..replay::Spacing::DEFAULT
+    }
+}
+
 fn checkpoints_of(store: &dyn EventStore, app: AppId) -> bool {
     let prefix = format!(
         "{SNAPSHOT_NAME}/checkpoint/v{}/{app}/",
@@ -232,9 +240,9 @@ fn an_app_as_of_any_instant_from_its_checkpoints_is_what_a_replay_gives() {
             let (first, second) = all.split_at(all.len() / 2);
             // Saved midway and at the end: the second save catches up from the first's.
             import_lines(&mut ledger, &path, first);
-            replay::save_snapshot_with(ledger.store(), ledger.state(), every).unwrap();
+            replay::save_snapshot_with(ledger.store(), ledger.state(), spacing(every)).unwrap();
             import_lines(&mut ledger, &path, second);
-            replay::save_snapshot_with(ledger.store(), ledger.state(), every).unwrap();
+            replay::save_snapshot_with(ledger.store(), ledger.state(), spacing(every)).unwrap();
             let store = ledger.store();
             let full = replay::load_from_zero(store, None).unwrap();
             // One replay, moved forward instant by instant.
@@ -291,7 +299,7 @@ fn a_checkpoint_of_another_log_or_projection_version_is_not_used() {
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut ledger = ledger_on(Box::new(MemoryStore::new()));
     import_lines(&mut ledger, &path, &all);
-    replay::save_snapshot_with(ledger.store(), ledger.state(), 2).unwrap();
+    replay::save_snapshot_with(ledger.store(), ledger.state(), spacing(2)).unwrap();
     let store = ledger.store();
     let full = replay::load_from_zero(store, None).unwrap();
     let (app, view) = full.apps.iter().next().unwrap();
@@ -341,7 +349,7 @@ fn an_app_whose_stream_begins_with_refusals_reads_as_of_any_instant() {
         let input: chat_ledger_events::Input = serde_json::from_str(line).unwrap();
         ledger.submit(&[input]).unwrap();
     }
-    replay::save_snapshot_with(ledger.store(), ledger.state(), 2).unwrap();
+    replay::save_snapshot_with(ledger.store(), ledger.state(), spacing(2)).unwrap();
     let store = ledger.store();
     let app = AppId(1_400_000_777);
     let stream = chat_ledger_events::StreamId::app(app);
@@ -364,4 +372,100 @@ fn an_app_whose_stream_begins_with_refusals_reads_as_of_any_instant() {
         assert_eq!((got.seq, got.clock), (want.seq, want.clock), "as of {t}");
     }
     assert!(want.apps.contains_key(&app), "the app exists in the end");
+}
+
+/// Every explanation (of each app and account, at the head and at instants all along the
+/// log) reads the same from story segments as from the log alone: segments of 1, 2 or 3
+/// events, written midway and at the end; and with a segment gone bad, too.
+#[test]
+fn explanations_read_from_story_segments_are_those_read_from_the_log() {
+    use chat_ledger::explain::{explain_account, explain_app, render};
+    use chat_ledger::story::{self, List};
+    use chat_ledger_events::StreamId;
+
+    let explain_all = |store: &dyn EventStore, until: Option<Instant>| -> Vec<String> {
+        let view = replay::load(store, until).unwrap();
+        let apps = view
+            .apps
+            .keys()
+            .take(8)
+            .map(|app| render(&explain_app(store, &view, *app, until).unwrap()));
+        let accounts = view
+            .accounts
+            .keys()
+            .take(4)
+            .map(|account| render(&explain_account(store, &view, account, until).unwrap()));
+        apps.chain(accounts).collect()
+    };
+    let (mut events_from_segments, mut segments_gone_bad) = (0, 0);
+    for path in fixtures() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let all = lines(&path);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        // From the log alone: no snapshot was ever saved, so no segment exists.
+        let mut plain = ledger_on(Box::new(MemoryStore::new()));
+        import_lines(&mut plain, &path, &all);
+        let instants = instants_of(plain.store(), 6);
+        let want: Vec<Vec<String>> = std::iter::once(None)
+            .chain(instants.iter().copied().map(Some))
+            .map(|t| explain_all(plain.store(), t))
+            .collect();
+        for every in [1, 2, 3] {
+            let spacing = replay::Spacing {
+                story_segment_events: every,
+                ..replay::Spacing::DEFAULT
+            };
+            let mut ledger = ledger_on(Box::new(MemoryStore::new()));
+            let (first, second) = all.split_at(all.len() / 2);
+            import_lines(&mut ledger, &path, first);
+            replay::save_snapshot_with(ledger.store(), ledger.state(), spacing).unwrap();
+            import_lines(&mut ledger, &path, second);
+            replay::save_snapshot_with(ledger.store(), ledger.state(), spacing).unwrap();
+            let store = ledger.store();
+            // The segments hold every complete run of `every` entries, as the log has them.
+            for app in ledger.state().apps.values() {
+                let stream = StreamId::app(app.app);
+                let held = story::read_segments(store, &stream, List::Story, &app.story).unwrap();
+                assert_eq!(held.len(), app.story.len() / every * every, "{name}, app {}", app.app);
+                assert_eq!(held, store.read_positions(&app.story[..held.len()]).unwrap(), "{name}");
+                events_from_segments += held.len();
+            }
+            let got: Vec<Vec<String>> = std::iter::once(None)
+                .chain(instants.iter().copied().map(Some))
+                .map(|t| explain_all(store, t))
+                .collect();
+            assert_eq!(got, want, "{name}, segments of {every}");
+        }
+        // A segment that no longer reads, or that names other positions, is not used.
+        let mut ledger = ledger_on(Box::new(MemoryStore::new()));
+        import_lines(&mut ledger, &path, &all);
+        let spacing = replay::Spacing {
+            story_segment_events: 1,
+            ..replay::Spacing::DEFAULT
+        };
+        replay::save_snapshot_with(ledger.store(), ledger.state(), spacing).unwrap();
+        let store = ledger.store();
+        let Some(app) = ledger.state().apps.values().find(|a| a.story.len() >= 2) else {
+            continue;
+        };
+        let segment = |first: usize| {
+            format!(
+                "{SNAPSHOT_NAME}/story/v{}/app:{}/story/{first:020}",
+                chat_ledger_projections::PROJECTION_VERSION,
+                app.app
+            )
+        };
+        let second = store.get_snapshot(&segment(1)).unwrap().expect("segments of one event");
+        // Well-formed, but of the next place; then not a segment at all.
+        for wrong in [second, b"not a segment".to_vec()] {
+            store.put_snapshot(&segment(0), &wrong).unwrap();
+            assert_eq!(explain_all(store, None), want[0], "{name}, a segment gone bad");
+            segments_gone_bad += 1;
+        }
+    }
+    assert!(segments_gone_bad > 10, "segments were spoiled ({segments_gone_bad})");
+    assert!(
+        events_from_segments > 100,
+        "segments were read ({events_from_segments} events)"
+    );
 }
