@@ -197,6 +197,9 @@ impl EventStore for GateStore {
     fn last_snapshot_in(&self, from: &str, to: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         self.inner.last_snapshot_in(from, to)
     }
+    fn snapshots_in(&self, from: &str, to: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.snapshots_in(from, to)
+    }
     fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
         self.inner.app_key(app)
     }

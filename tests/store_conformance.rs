@@ -522,6 +522,38 @@ fn the_last_snapshot_in_a_range_is_found_by_name(store: &dyn EventStore) {
     );
 }
 
+fn the_snapshots_in_a_range_are_read_in_name_order(store: &dyn EventStore) {
+    let names = [
+        "st/7/00000002",
+        "st/7/00000000",
+        "st/70/00000000",
+        "st/8/00000000",
+        "st/7/00000001",
+    ];
+    store
+        .put_snapshots(&names.map(|n| (n.to_owned(), n.as_bytes().to_vec())))
+        .unwrap();
+    let names_in = |from: &str, to: &str| -> Vec<String> {
+        let found = store.snapshots_in(from, to).unwrap();
+        for (name, bytes) in &found {
+            assert_eq!(name.as_bytes(), bytes.as_slice(), "each with its own bytes");
+        }
+        found.into_iter().map(|(name, _)| name).collect()
+    };
+    assert_eq!(
+        names_in("st/7/", "st/7/99999999"),
+        ["st/7/00000000", "st/7/00000001", "st/7/00000002"],
+        "in name order, not another list's"
+    );
+    assert_eq!(
+        names_in("st/7/00000001", "st/7/00000002"),
+        ["st/7/00000001", "st/7/00000002"],
+        "both bounds included"
+    );
+    assert!(names_in("st/9/", "st/9/~").is_empty());
+    assert!(names_in("st/8/", "st/7/").is_empty(), "an empty range");
+}
+
 fn malformed_batches_are_refused_and_nothing_is_written(store: &dyn EventStore) {
     append(store, &[("k0", &[app(1)])]);
     let before = visible(store, &["k0", "k1", "k2"]);
@@ -828,6 +860,7 @@ conformance!(
     key_records_hold_the_digest_and_the_first_and_last_positions,
     snapshots_are_put_got_and_replaced,
     the_last_snapshot_in_a_range_is_found_by_name,
+    the_snapshots_in_a_range_are_read_in_name_order,
     malformed_batches_are_refused_and_nothing_is_written,
     racing_appends_on_one_head_let_exactly_one_in,
     a_vault_key_is_put_once_and_put_returns_the_key_in_place,

@@ -143,6 +143,9 @@ mod timed_store {
         fn last_snapshot_in(&self, from: &str, to: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
             self.0.last_snapshot_in(from, to)
         }
+        fn snapshots_in(&self, from: &str, to: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.0.snapshots_in(from, to)
+        }
         fn put_snapshots(&self, snapshots: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
             self.0.put_snapshots(snapshots)
         }

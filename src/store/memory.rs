@@ -135,6 +135,17 @@ impl EventStore for MemoryStore {
         Ok(last.map(|(name, bytes)| (name.clone(), bytes.clone())))
     }
 
+    fn snapshots_in(&self, from: &str, to: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let inner = self.lock();
+        let range = inner
+            .snapshots
+            .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Included(to)));
+        Ok(range.map(|(name, bytes)| (name.clone(), bytes.clone())).collect())
+    }
+
     fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
         Ok(self.lock().vault.get(&app).copied())
     }

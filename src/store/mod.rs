@@ -167,6 +167,10 @@ pub trait EventStore: Send + Sync {
     /// knowing which were written. An index seek, not a scan.
     fn last_snapshot_in(&self, from: &str, to: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
 
+    /// Every snapshot with a name in `from..=to` (names compared as bytes), in name order:
+    /// how a reader takes a run of parts written under one prefix (a story list's
+    /// segments) in one index walk instead of one seek each.
+    fn snapshots_in(&self, from: &str, to: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Stores several snapshots, in order, each replacing the previous one of its name;
     /// durable on return. Backends that can write them all at once (all or none) do; this
     /// default writes them one by one, so a failure may leave the first ones written.

@@ -567,6 +567,22 @@ impl EventStore for SledStore {
         Ok(Some((name, bytes.to_vec())))
     }
 
+    fn snapshots_in(&self, from: &str, to: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let context = || format!("reading snapshots {from:?} to {to:?}");
+        let mut out = Vec::new();
+        for entry in self.snapshots.range(from.as_bytes()..=to.as_bytes()) {
+            let (name, bytes) = entry.map_err(sled_error(context()))?;
+            let name = String::from_utf8(name.to_vec()).map_err(|_| {
+                StoreError::Corrupt(format!("a snapshot name between {from:?} and {to:?} is not UTF-8"))
+            })?;
+            out.push((name, bytes.to_vec()));
+        }
+        Ok(out)
+    }
+
     fn app_key(&self, app: AppId) -> Result<Option<[u8; 32]>, StoreError> {
         let value = self
             .vault
