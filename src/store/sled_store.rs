@@ -562,9 +562,7 @@ impl EventStore for SledStore {
             return Ok(None);
         };
         let (name, bytes) = entry.map_err(sled_error(format_args!("reading snapshots {from:?} to {to:?}")))?;
-        let name = String::from_utf8(name.to_vec())
-            .map_err(|_| StoreError::Corrupt(format!("a snapshot name between {from:?} and {to:?} is not UTF-8")))?;
-        Ok(Some((name, bytes.to_vec())))
+        Ok(Some((snapshot_name(&name, from, to)?, bytes.to_vec())))
     }
 
     fn snapshots_in(&self, from: &str, to: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -575,10 +573,7 @@ impl EventStore for SledStore {
         let mut out = Vec::new();
         for entry in self.snapshots.range(from.as_bytes()..=to.as_bytes()) {
             let (name, bytes) = entry.map_err(sled_error(context()))?;
-            let name = String::from_utf8(name.to_vec()).map_err(|_| {
-                StoreError::Corrupt(format!("a snapshot name between {from:?} and {to:?} is not UTF-8"))
-            })?;
-            out.push((name, bytes.to_vec()));
+            out.push((snapshot_name(&name, from, to)?, bytes.to_vec()));
         }
         Ok(out)
     }
@@ -743,6 +738,12 @@ pub fn open_raw(dir: &Path) -> Result<sled::Db, StoreError> {
 /// not as `WouldBlock`; both are matched so a later sled that fixes the kind still works.
 fn is_lock_held(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
+/// A snapshot's name as stored (found between `from` and `to`), back as text.
+fn snapshot_name(stored: &[u8], from: &str, to: &str) -> Result<String, StoreError> {
+    String::from_utf8(stored.to_vec())
+        .map_err(|_| StoreError::Corrupt(format!("a snapshot name between {from:?} and {to:?} is not UTF-8")))
 }
 
 fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
