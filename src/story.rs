@@ -1,7 +1,7 @@
 //! Story segments: copies of the events of an app's or an account's story (the positions
 //! its view keeps for `explain`: `story`, `charges`), eight a record, so that `explain`
-//! reads a long-lived app's history in one range read of adjacent records instead of one seek per
-//! event scattered over the whole log.
+//! reads a long-lived app's history in one range read of adjacent records instead of one
+//! seek per event scattered over the whole log.
 //!
 //! A story list only grows (events are appended to it, never removed), so its segments are
 //! written once, when complete, with the projection snapshot
