@@ -20,9 +20,9 @@ use crate::store::{EventStore, StoreError, StoredEvent};
 /// Events per segment. Eight ~465-byte events are ~3.7 KiB (~4.7 KiB at the 95th
 /// percentile of event sizes). Why not more: a sled leaf holds up to 17 records, and a
 /// leaf serialized larger than 128 KiB (a quarter of sled's 512 KiB log segment) is stored
-/// as a blob file that sled reads back whole, into a fresh buffer, on every access (the
-/// profile of `explain` at 10 M events with 16-event segments: 44 % of its time); 17 ×
-/// 4.7 KiB stays well under.
+/// as a blob file, which sled was seen reading back whole, into a fresh buffer, on every
+/// call (the profile of `explain` at 10 M events with 16-event segments: 44 % of its
+/// samples); 17 × 4.7 KiB stays well under.
 pub const STORY_SEGMENT_EVENTS: usize = 8;
 
 /// Segments written per store call while catching up (bounds the memory held).

@@ -469,3 +469,51 @@ fn explanations_read_from_story_segments_are_those_read_from_the_log() {
         "segments were read ({events_from_segments} events)"
     );
 }
+
+/// A segment whose positions are the list's but whose bytes are not the log's (a store
+/// whose log was replaced) is not read: the last event taken is compared with the log.
+#[test]
+fn story_segments_that_disagree_with_the_log_are_not_read() {
+    use chat_ledger::story::{self, List};
+    use chat_ledger_events::StreamId;
+
+    let path = fixtures()
+        .into_iter()
+        .find(|p| p.ends_with("expiry-suspension-reclamation.jsonl"))
+        .unwrap();
+    let all = lines(&path);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut ledger = ledger_on(Box::new(MemoryStore::new()));
+    import_lines(&mut ledger, &path, &all);
+    let store = ledger.store();
+    let app = ledger.state().apps.values().find(|a| a.story.len() >= 2).unwrap();
+    let stream = StreamId::app(app.app);
+    let log = store.read_positions(&app.story[..2]).unwrap();
+    // A segment as src/story.rs stores it: the event count, then per event its position,
+    // its length and its bytes, big-endian.
+    let segment = |seq: u64, bytes: &[u8]| {
+        let mut out = 1u32.to_be_bytes().to_vec();
+        out.extend(seq.to_be_bytes());
+        out.extend((bytes.len() as u32).to_be_bytes());
+        out.extend(bytes);
+        out
+    };
+    let name = format!(
+        "{SNAPSHOT_NAME}/story/v{}/app:{}/story/{:020}",
+        chat_ledger_projections::PROJECTION_VERSION,
+        app.app,
+        0
+    );
+    // The log's own event is read from the segment ...
+    store
+        .put_snapshot(&name, &segment(app.story[0], &log[0].bytes))
+        .unwrap();
+    let held = story::read_segments(store, &stream, List::Story, &app.story).unwrap();
+    assert_eq!(held, log[..1]);
+    // ... another event's bytes at that position are not.
+    store
+        .put_snapshot(&name, &segment(app.story[0], &log[1].bytes))
+        .unwrap();
+    let held = story::read_segments(store, &stream, List::Story, &app.story).unwrap();
+    assert!(held.is_empty(), "a segment that is not the log's was read: {held:?}");
+}
