@@ -4,8 +4,10 @@
 //! `target/bench-cache/`, and measures in one run:
 //! - rebuilding every projection from position 0 (`replay::load_from_zero`), in events/s,
 //!   against the raw reference: a sled scan of the same log plus `decode` of every event;
-//! - startup from the stored projection snapshot (`replay::load` with a snapshot at the
-//!   head), small log against large log: it should not grow with the log;
+//! - startup from the stored projection snapshot (`replay::load_working`, what
+//!   `Ledger::open` does, with a snapshot at the head), small log against large log: it
+//!   should not grow with the log; and the whole view (`replay::load`, settled history
+//!   read back), for comparison;
 //! - p50/p99 of the queries a support person runs for one "hot" app with ~10 k events of
 //!   its own: `state app` (as the CLI does it), `explain app`, `state app --as-of T`.
 //!
@@ -462,8 +464,19 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Bytes of the stored snapshot, every part.
+/// Bytes of the settled history parts (`projections/history/v<PROJECTION_VERSION>/…`).
+fn history_bytes(store: &SledStore) -> usize {
+    let prefix = format!("{}/history/v{PROJECTION_VERSION}/", replay::SNAPSHOT_NAME);
+    store
+        .snapshots_in(&prefix, &format!("{prefix}\u{10FFFF}"))
+        .expect("read the history parts")
+        .iter()
+        .map(|(_, bytes)| bytes.len())
+        .sum()
+}
+
 fn snapshot_bytes(store: &SledStore) -> usize {
-    let view = replay::load(store, None).expect("load");
+    let view = replay::load_working(store).expect("load");
     let mut total = store
         .get_snapshot(replay::SNAPSHOT_NAME)
         .unwrap()
@@ -518,8 +531,14 @@ struct Measured {
     raw_cpu_rate: f64,
     replay_cpu_rate: f64,
     open: Duration,
+    /// The snapshot's parts: what startup reads.
     snapshot_bytes: usize,
+    /// The settled history parts: what a whole load reads besides.
+    history_bytes: usize,
+    /// Startup: the working view (`replay::load_working`), best and median.
     startup: (Duration, Duration),
+    /// The whole view from the snapshot and its history (`replay::load`), median.
+    whole_load: Duration,
     state: Vec<Duration>,
     explain: Vec<Duration>,
     as_of: Vec<Duration>,
@@ -579,7 +598,7 @@ fn measure(built: &Built, scale: Scale) -> Measured {
     for v in [&mut raw_wall, &mut raw_cpu, &mut rep_wall, &mut rep_cpu] {
         v.sort();
     }
-    let zero = zero.expect("ran");
+    let mut zero = zero.expect("ran");
 
     let open_started = WallClock::now();
     let store = SledStore::open(&dir).expect("open the store");
@@ -608,11 +627,14 @@ fn measure(built: &Built, scale: Scale) -> Measured {
         zero.deadlines.len(),
         zero.streams.len()
     );
+    // The working view a snapshot at the head holds: the whole view less its settled history.
+    zero.settle().expect("the view settles");
+    let working_view_digest = digest(&serde_json::to_vec(&zero).expect("serialize"));
     // Startup from the snapshot stored at the head (stored again if this build's snapshot
     // format or projection version differs from the one that built the log).
     if replay::snapshot_position(&store).expect("snapshot") != Some(built.events) {
         let started = WallClock::now();
-        replay::save_snapshot(&store, &zero).expect("save the snapshot");
+        replay::save_snapshot(&store, &mut zero).expect("save the snapshot");
         println!(
             "snapshot stored again (another projection version or snapshot format), app checkpoints and story segments caught up from scratch: {:.1} s",
             started.elapsed().as_secs_f64()
@@ -628,11 +650,21 @@ fn measure(built: &Built, scale: Scale) -> Measured {
         "the snapshot is at the head"
     );
     let snapshot_bytes = snapshot_bytes(&store);
-    let (st_min, st_med, view) = common::time_runs(runs.max(3), || replay::load(&store, None).expect("load"));
+    let history_bytes = history_bytes(&store);
+    // Startup is what `Ledger::open` does: the working view, from the snapshot's parts.
+    let (st_min, st_med, view) = common::time_runs(runs.max(3), || replay::load_working(&store).expect("load"));
+    assert_eq!(
+        digest(&serde_json::to_vec(&view).expect("serialize")),
+        working_view_digest,
+        "the snapshot gives the working view of the projections replayed from 0"
+    );
+    drop(view);
+    // The whole view from the snapshot: its parts and every settled history part.
+    let (_, whole_med, view) = common::time_runs(runs.max(3), || replay::load(&store, None).expect("load"));
     assert_eq!(
         digest(&serde_json::to_vec(&view).expect("serialize")),
         zero_view_digest,
-        "the snapshot gives the same projections as a replay from 0"
+        "the snapshot and its settled history give the projections replayed from 0"
     );
     drop(view);
 
@@ -672,7 +704,9 @@ fn measure(built: &Built, scale: Scale) -> Measured {
         replay_cpu_rate: common::rate(built.events, rep_cpu[0]),
         open,
         snapshot_bytes,
+        history_bytes,
         startup: (st_min, st_med),
+        whole_load: whole_med,
         state,
         explain,
         as_of,
@@ -691,7 +725,7 @@ mod erased {
     }
 }
 
-/// `CHAT_LEDGER_REPLAY_PROFILE=zero|startup|state|explain|as-of`: runs only that
+/// `CHAT_LEDGER_REPLAY_PROFILE=zero|startup|whole|state|explain|as-of|sizes`: runs only that
 /// operation, in a loop, on the cached large log — for `perf record` or callgrind.
 fn profile(what: &str, built: &Built) {
     let store = SledStore::open(&built.dir.join("ledger")).expect("open the store");
@@ -714,7 +748,8 @@ fn profile(what: &str, built: &Built) {
                     v.apps.values().flat_map(|a| a.usage.values()).map(|u| u.users.len()).sum::<usize>(),
                 )
             }
-            "startup" => replay::load(&store, None).expect("load").seq.to_string(),
+            "startup" => replay::load_working(&store).expect("load").seq.to_string(),
+            "whole" => replay::load(&store, None).expect("load").seq.to_string(),
             "state" => state_app_text(
                 &replay::load_for_app(&store, built.hot, None).expect("load"),
                 built.hot,
@@ -806,6 +841,12 @@ fn main() {
             ms(m.startup.1),
             ms(m.open),
             m.snapshot_bytes as f64 / 1e6
+        );
+        println!(
+            "{:<44} {:>14.1} ms  (settled history {:.1} MB)",
+            format!("whole view from snapshot + history, median, {n}"),
+            ms(m.whole_load),
+            m.history_bytes as f64 / 1e6
         );
         for (what, samples) in [
             ("state app", &m.state),

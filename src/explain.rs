@@ -24,6 +24,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::describe::{self, status_word, zone_of};
+use crate::replay;
 use crate::store::{EventStore, StoreError, StoredEvent};
 use crate::story::{self, List};
 
@@ -143,6 +144,9 @@ struct Log<'a> {
     fallback: Vec<StreamId>,
     /// Whether accounts' charges are read (`explain account` tells them; see `AccountView::charges`).
     charges: bool,
+    /// Users counted in the months the view does not hold (settled: see
+    /// `replay::settled_month_users`) of the counts read, for the counts told.
+    settled_users: HashMap<(AppId, String), u64>,
 }
 
 impl<'a> Log<'a> {
@@ -156,6 +160,7 @@ impl<'a> Log<'a> {
             loaded: BTreeSet::new(),
             fallback: Vec::new(),
             charges: true,
+            settled_users: HashMap::new(),
         }
     }
 
@@ -172,6 +177,19 @@ impl<'a> Log<'a> {
                 seq: stored.seq,
                 reason: format!("its bytes say position {}", event.seq),
             });
+        }
+        if let EventBody::MauCounted { app, month, .. } = &event.event {
+            let held = self.view.apps.get(app).is_none_or(|v| v.usage.contains_key(month));
+            let key = (*app, month.clone());
+            if !held && !self.settled_users.contains_key(&key) {
+                let users = replay::settled_month_users(self.store, *app, month, self.view.seq)
+                    .map_err(|e| ExplainError::Corrupt {
+                        seq: stored.seq,
+                        reason: e.to_string(),
+                    })?
+                    .unwrap_or(0);
+                self.settled_users.insert(key, users);
+            }
         }
         self.by_id.insert(event.id, event.seq);
         self.events.insert(event.seq, event);
@@ -440,12 +458,10 @@ impl<'a> Log<'a> {
                 format!("{amount} taken from the balance for order {order} ({})", kinds(split))
             }
             EventBody::MauCounted { app: a, month, users, bill_push_at, late, .. } => {
-                let in_month = self
-                    .view
-                    .apps
-                    .get(a)
-                    .and_then(|v| v.usage.get(month))
-                    .map_or(0, |u| u.users.len());
+                let in_month = match self.view.apps.get(a).and_then(|v| v.usage.get(month)) {
+                    Some(usage) => usage.users.len() as u64,
+                    None => self.settled_users.get(&(*a, month.clone())).copied().unwrap_or(0),
+                };
                 let push = match (bill_push_at, late) {
                     (Some(p), false) => format!("; this first count of the month set its bill for {}", when(*p, z)),
                     (Some(p), true) => format!(

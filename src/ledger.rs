@@ -288,6 +288,34 @@ impl BatchBuilder<'_> {
     }
 }
 
+/// The months logins count into, restored from the settled history into a working view
+/// before the logins are decided (a late login reopens a month billed for all its users;
+/// see `replay::restore_month`). Remembers the last (app, month) seen: logins come in runs.
+#[derive(Default)]
+struct LoginMonths {
+    last: Option<(AppId, Instant, Instant)>,
+}
+
+impl LoginMonths {
+    fn restore(
+        &mut self,
+        store: &dyn EventStore,
+        state: &mut LedgerView,
+        book: &Rulebook,
+        app: AppId,
+        at: Instant,
+    ) -> Result<(), LedgerError> {
+        if self.last.is_some_and(|(a, start, end)| a == app && start <= at && at < end) {
+            return Ok(());
+        }
+        let month = book.month_of(at);
+        let (start, end) = book.month_bounds(&month);
+        replay::restore_month(store, state, app, &month)?;
+        self.last = Some((app, start, end));
+        Ok(())
+    }
+}
+
 impl Ledger {
     /// Opens a ledger on `store`, rebuilding the projections (from the stored projection
     /// snapshot when it is valid). A ledger keeps the rulebook it was started under.
@@ -301,7 +329,7 @@ impl Ledger {
         book: Rulebook,
         keys: Box<dyn KeySource>,
     ) -> Result<Ledger, LedgerError> {
-        let state = replay::load(store.as_ref(), None)?;
+        let state = replay::load_working(store.as_ref())?;
         if let Some(adopted) = &state.rulebook {
             if adopted.rulebook != book.label() {
                 return Err(LedgerError::RulebookMismatch {
@@ -420,7 +448,7 @@ impl Ledger {
         });
         if result.is_err() {
             // The state already folded the refused batch in: rebuild it from what is stored.
-            self.state = replay::load(self.store.as_ref(), None)?;
+            self.state = replay::load_working(self.store.as_ref())?;
         }
         result
     }
@@ -493,6 +521,10 @@ impl Ledger {
             }
             builder.adopt_rulebook(input.at);
             builder.fire_due(input.at);
+            if let Command::Login { app, logged_in_at, .. } = &input.command {
+                let mut months = LoginMonths::default();
+                months.restore(self.store.as_ref(), builder.state, &self.book, *app, logged_in_at.unwrap_or(input.at))?;
+            }
             let first_seq = builder.state.seq + 1;
             let refusal = builder.commit_input(input);
             outcomes.push(Outcome::Recorded {
@@ -546,6 +578,10 @@ impl Ledger {
                     logged_in_at: row.logged_in_at,
                     login: LoginName::Line { source, line: row.line },
                 });
+            }
+            let mut months = LoginMonths::default();
+            for row in chunk {
+                months.restore(self.store.as_ref(), &mut self.state, &self.book, row.app, row.logged_in_at)?;
             }
             let expected_head = self.head();
             let mut builder = BatchBuilder {
@@ -612,7 +648,7 @@ impl Ledger {
             summary.refused_suspended += suspended;
             let commits = builder.commits;
             if let Err(e) = self.append(expected_head, commits) {
-                self.state = replay::load(self.store.as_ref(), None)?;
+                self.state = replay::load_working(self.store.as_ref())?;
                 return Err(e);
             }
             on_ack(self.head().seq, chunk[chunk.len() - 1].line);
@@ -621,9 +657,16 @@ impl Ledger {
         Ok(summary)
     }
 
-    /// Stores the current projections as a snapshot, so the next start replays only what follows.
-    pub fn save_snapshot(&self) -> Result<(), LedgerError> {
-        replay::save_snapshot(self.store.as_ref(), &self.state)?;
+    /// Stores the current projections as a snapshot, so the next start replays only what
+    /// follows. Leaves the state the working view (settled history stored apart: see
+    /// `replay::save_snapshot_with`).
+    pub fn save_snapshot(&mut self) -> Result<(), LedgerError> {
+        self.save_snapshot_with(replay::Spacing::DEFAULT)
+    }
+
+    /// [`Ledger::save_snapshot`], its append-only parts cut at `spacing` (tests use small values).
+    pub fn save_snapshot_with(&mut self, spacing: replay::Spacing) -> Result<(), LedgerError> {
+        replay::save_snapshot_with(self.store.as_ref(), &mut self.state, spacing)?;
         Ok(())
     }
 }

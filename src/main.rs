@@ -317,7 +317,9 @@ fn ingest_logins(cli: &Cli, file: &Path, chunk: usize) -> Result<(), Failure> {
 
 fn mau(data: &Path, app: AppId, month: &str, user: Option<&str>, json: bool) -> Result<(), Failure> {
     let store = open_store(data)?;
-    let view = replay::load(&store, None).map_err(failure)?;
+    // The app alone, and the month back from the settled history if it is there.
+    let mut view = replay::load_for_app(&store, app, None).map_err(failure)?;
+    replay::restore_month(&store, &mut view, app, month).map_err(failure)?;
     let app_view = view.apps.get(&app).ok_or_else(|| failure(format!("no app {app}")))?;
     let usage = app_view.usage.get(month);
     let (count, refused, repeats) = usage.map_or((0, 0, 0), |u| (u.users.len(), u.refused, u.repeats));

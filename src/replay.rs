@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chat_ledger_events::{decode, AccountId, AppId, Currency, Envelope, Hash, Instant, StreamId};
+use chat_ledger_events::EventBody;
 use chat_ledger_projections::{
-    AccountView, AppView, BillView, Deadline, LedgerView, OrderView, RulebookView, PROJECTION_VERSION,
+    AccountView, AppView, BillView, Deadline, LedgerView, MonthUsage, OrderView, RulebookView, Settled,
+    UserDigests, PROJECTION_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -23,15 +25,18 @@ pub const SNAPSHOT_NAME: &str = "projections";
 /// with the snapshot and never replaced; those of another projection version are ignored.
 pub const APP_CHECKPOINT_VERSIONS: u64 = 256;
 
-/// Checkpoint parts written per store call while catching up (bounds the memory held).
+/// Checkpoint and history parts written per store call (bounds what one write holds).
 const CHECKPOINT_PARTS_PER_WRITE: usize = 1024;
 
 /// Layout of the stored projection snapshot (apart from the projections' own version,
 /// [`PROJECTION_VERSION`]). 2: sharded — a small header, one part with the shared maps
 /// (streams, orders, bills, deadlines), one part per account and one per app — so that a
 /// query about one app reads that app alone. 3: and every story segment due is written
-/// before the header (`crate::story`). A snapshot of another format is ignored.
-pub const SNAPSHOT_FORMAT: u32 = 3;
+/// before the header (`crate::story`). 4: the parts hold the *working* view; the settled
+/// history ([`chat_ledger_projections::Settled`]) is stored apart, one history part per
+/// order, bill and settled month, written once (see [`save_snapshot_with`]). A snapshot of
+/// another format is ignored.
+pub const SNAPSHOT_FORMAT: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -103,8 +108,91 @@ fn app_name(app: AppId) -> String {
     format!("{SNAPSHOT_NAME}/app/{app}")
 }
 
+/// Settled history parts, each `Part { seq: the save that wrote it, view }`. Orders and
+/// bills are final once settled: one part each, never replaced. A month can be reopened
+/// by a late login and settled again: one part per save that settled it, the latest at or
+/// before a view's position being the month as that view would hold it.
+fn history_prefix() -> String {
+    format!("{SNAPSHOT_NAME}/history/v{PROJECTION_VERSION}/")
+}
+
+fn order_part_name(account: &AccountId, order: &str) -> String {
+    format!("{}order/{account}/{order}", history_prefix())
+}
+
+fn bill_part_name(account: &AccountId, bill: &str) -> String {
+    format!("{}bill/{account}/{bill}", history_prefix())
+}
+
+fn month_part_prefix(app: AppId, month: &str) -> String {
+    format!("{}month/{app}/{month}/", history_prefix())
+}
+
+fn month_part_name(app: AppId, month: &str, seq: u64) -> String {
+    format!("{}{seq:020}", month_part_prefix(app, month))
+}
+
+/// Greater, as bytes, than any name under a prefix: the end of a prefix's name range.
+const NAME_RANGE_END: &str = "\u{10FFFF}";
+
+/// The parts under `prefix` written at or before position `seq`, in name order.
+fn history_parts_in<T: DeserializeOwned>(store: &dyn EventStore, prefix: &str, seq: u64) -> Result<Vec<T>, ReplayError> {
+    let mut out = Vec::new();
+    for (name, bytes) in store.snapshots_in(prefix, &format!("{prefix}{NAME_RANGE_END}"))? {
+        let part = serde_json::from_slice::<Part<T>>(&bytes).map_err(|e| ReplayError::Corrupt {
+            seq,
+            reason: format!("settled history part {name} does not read: {e}"),
+        })?;
+        if part.seq <= seq {
+            out.push(part.view);
+        }
+    }
+    Ok(out)
+}
+
+/// The settled months under `prefix` (every app's, or one app's), each the latest written
+/// at or before position `seq`.
+fn read_months(store: &dyn EventStore, prefix: &str, seq: u64) -> Result<Vec<(AppId, String, MonthUsage)>, ReplayError> {
+    let mut months: Vec<(AppId, String, MonthUsage)> = Vec::new();
+    // In name order, a month's parts follow each other, by position.
+    for (app, month, usage) in history_parts_in::<(AppId, String, MonthUsage)>(store, prefix, seq)? {
+        match months.last_mut() {
+            Some(last) if last.0 == app && last.1 == month => last.2 = usage,
+            _ => months.push((app, month, usage)),
+        }
+    }
+    Ok(months)
+}
+
+/// Every settled history part at or before position `seq`: what [`load`] puts back.
+fn read_history(store: &dyn EventStore, seq: u64) -> Result<Settled, ReplayError> {
+    let prefix = history_prefix();
+    Ok(Settled {
+        orders: history_parts_in(store, &format!("{prefix}order/"), seq)?,
+        bills: history_parts_in(store, &format!("{prefix}bill/"), seq)?,
+        months: read_months(store, &format!("{prefix}month/"), seq)?,
+    })
+}
+
+/// The history parts for what `settle` took out at position `seq`.
+fn history_parts(settled: &Settled, seq: u64) -> Vec<(String, Vec<u8>)> {
+    let mut parts = Vec::with_capacity(settled.orders.len() + settled.bills.len() + settled.months.len());
+    for entry @ (id, order) in &settled.orders {
+        parts.push((order_part_name(&order.account, id), json(&PartRef { seq, view: entry })));
+    }
+    for entry @ (id, bill) in &settled.bills {
+        parts.push((bill_part_name(&bill.account, id), json(&PartRef { seq, view: entry })));
+    }
+    for entry @ (app, month, _) in &settled.months {
+        parts.push((month_part_name(*app, month, seq), json(&PartRef { seq, view: entry })));
+    }
+    parts
+}
+
 /// Folds stored events after `view.seq` into `view`, stopping before the first event
-/// that occurred after `until`.
+/// that occurred after `until`. `view` is a whole view or a working one (a snapshot's):
+/// before a count into a month the view lacks, the month is restored from the settled
+/// history if it is there ([`restore_month`]); in a whole view it never is.
 pub fn replay_into(store: &dyn EventStore, view: &mut LedgerView, until: Option<Instant>) -> Result<(), ReplayError> {
     let mut failed = None;
     store.scan(view.seq + 1, &mut |seq, bytes| {
@@ -115,6 +203,9 @@ pub fn replay_into(store: &dyn EventStore, view: &mut LedgerView, until: Option<
             }
             if event.seq != seq {
                 return Err(format!("its bytes say position {}", event.seq));
+            }
+            if let (EventBody::MauCounted { month, .. }, Some(app)) = (&event.event, event.stream.app_id()) {
+                restore_month(store, view, app, month).map_err(|e| e.to_string())?;
             }
             view.apply(&event, Hash::of(bytes)).map_err(|e| e.to_string())?;
             Ok(true)
@@ -130,16 +221,85 @@ pub fn replay_into(store: &dyn EventStore, view: &mut LedgerView, until: Option<
     failed.map_or(Ok(()), Err)
 }
 
-/// The projections at the log's head, or as of business time `until`. Starts from the
-/// stored snapshot when it was written by this projection version, lies within the log
-/// and still matches the log's hash at its position; otherwise from position 0.
+/// The whole projections at the log's head, or as of business time `until`: settled
+/// history included, equal to [`load_from_zero`]'s. Starts from the stored snapshot when it
+/// was written by this projection version, lies within the log and still matches the log's
+/// hash at its position (reading every history part: linear in history, as a full listing
+/// is); otherwise from position 0.
 pub fn load(store: &dyn EventStore, until: Option<Instant>) -> Result<LedgerView, ReplayError> {
-    let mut view = load_snapshot(store)?
-        .filter(|v| until.is_none_or(|t| v.clock.is_none_or(|clock| clock <= t)))
-        .unwrap_or_default();
+    let mut view = match load_snapshot(store, until)? {
+        Some(mut working) => {
+            let history = read_history(store, working.seq)?;
+            let seq = working.seq;
+            working.unsettle(history).map_err(|reason| ReplayError::Corrupt { seq, reason })?;
+            working.whole_again().map_err(|reason| ReplayError::Corrupt { seq, reason })?;
+            working
+        }
+        None => LedgerView::default(),
+    };
     replay_into(store, &mut view, until)?;
     conserved(&view)?;
     Ok(view)
+}
+
+/// How many users a settled month of app `app` counted, as stored at or before position
+/// `seq` (`None`: no such settled month), read from the part's text without decoding the
+/// users' digests: what `explain` tells of a month it does not hold.
+pub fn settled_month_users(store: &dyn EventStore, app: AppId, month: &str, seq: u64) -> Result<Option<u64>, ReplayError> {
+    #[derive(Deserialize)]
+    struct Users<'a> {
+        #[serde(borrow)]
+        users: &'a str,
+    }
+    let (from, to) = (month_part_prefix(app, month), month_part_name(app, month, seq));
+    let Some((name, bytes)) = store.last_snapshot_in(&from, &to)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice::<Part<(AppId, String, Users)>>(&bytes)
+        .ok()
+        .filter(|p| p.view.0 == app && p.view.1 == month)
+        .and_then(|p| UserDigests::count_in_text(p.view.2.users))
+        .map(|n| Some(n as u64))
+        .ok_or_else(|| ReplayError::Corrupt {
+            seq,
+            reason: format!("settled history part {name} does not read as app {app}'s month {month}"),
+        })
+}
+
+/// The *working* projections at the log's head: the snapshot's working view (no settled
+/// history: see [`chat_ledger_projections::Settled`]) and the events after it. What the
+/// ledger decides on; its cost follows the live population, not the log's length. Whole,
+/// from position 0, when there is no usable snapshot. Decisions and folds are the same on
+/// either: what they read of the settled history is restored first ([`restore_month`]).
+pub fn load_working(store: &dyn EventStore) -> Result<LedgerView, ReplayError> {
+    let mut view = load_snapshot(store, None)?.unwrap_or_default();
+    replay_into(store, &mut view, None)?;
+    conserved(&view)?;
+    Ok(view)
+}
+
+/// Puts month `month` of app `app` back into a working view that lacks it, from the
+/// settled history stored at or before the view's position, if it is there: what a count
+/// into that month (a late login) is decided and folded on. Nothing to do when the view
+/// has the month, or the app, or the month never had usage.
+pub fn restore_month(store: &dyn EventStore, view: &mut LedgerView, app: AppId, month: &str) -> Result<(), ReplayError> {
+    let lacks = view.apps.get(&app).is_some_and(|a| !a.usage.contains_key(month));
+    if !lacks {
+        return Ok(());
+    }
+    let (from, to) = (month_part_prefix(app, month), month_part_name(app, month, view.seq));
+    let Some((name, bytes)) = store.last_snapshot_in(&from, &to)? else {
+        return Ok(());
+    };
+    let part = serde_json::from_slice::<Part<(AppId, String, MonthUsage)>>(&bytes)
+        .ok()
+        .filter(|p| p.view.0 == app && p.view.1 == month)
+        .ok_or_else(|| ReplayError::Corrupt {
+            seq: view.seq,
+            reason: format!("settled history part {name} does not read as app {app}'s month {month}"),
+        })?;
+    view.restore_month(app, part.view.1, part.view.2);
+    Ok(())
 }
 
 /// Rule `money.conservation`, checked on every replay: per account and money kind, the
@@ -159,7 +319,7 @@ pub fn load_from_zero(store: &dyn EventStore, until: Option<Instant>) -> Result<
 
 /// The position of the stored projection snapshot, if it is valid for this build and log.
 pub fn snapshot_position(store: &dyn EventStore) -> Result<Option<u64>, ReplayError> {
-    Ok(load_snapshot(store)?.map(|v| v.seq))
+    Ok(load_snapshot(store, None)?.map(|v| v.seq))
 }
 
 /// The snapshot's header, if it was written by this build's format and projection
@@ -192,10 +352,14 @@ fn get_part<T: DeserializeOwned>(store: &dyn EventStore, name: &str, seq: u64) -
         .map(|p| p.view))
 }
 
-fn load_snapshot(store: &dyn EventStore) -> Result<Option<LedgerView>, ReplayError> {
+/// The snapshot's working view, if the snapshot is valid and `until` does not cut it.
+fn load_snapshot(store: &dyn EventStore, until: Option<Instant>) -> Result<Option<LedgerView>, ReplayError> {
     let Some(header) = valid_header(store)? else {
         return Ok(None);
     };
+    if until.is_some_and(|t| header.clock.is_some_and(|clock| clock > t)) {
+        return Ok(None);
+    }
     let Some(bytes) = store.get_snapshot(&shared_name())? else {
         return Ok(None);
     };
@@ -239,7 +403,7 @@ fn load_snapshot(store: &dyn EventStore) -> Result<Option<LedgerView>, ReplayErr
 /// Stores the projections as the snapshot, every part in one write. Refuses projections
 /// that do not conserve money (rule `money.conservation`), so a stored snapshot always
 /// passed the check that every replay makes.
-pub fn save_snapshot(store: &dyn EventStore, view: &LedgerView) -> Result<(), StoreError> {
+pub fn save_snapshot(store: &dyn EventStore, view: &mut LedgerView) -> Result<(), StoreError> {
     save_snapshot_with(store, view, Spacing::DEFAULT)
 }
 
@@ -261,9 +425,39 @@ impl Spacing {
 }
 
 /// [`save_snapshot`], with its append-only parts cut at `spacing`.
-pub fn save_snapshot_with(store: &dyn EventStore, view: &LedgerView, spacing: Spacing) -> Result<(), StoreError> {
+///
+/// Settles the view first ([`LedgerView::settle`]): the settled history goes to history
+/// parts, written once, and `view` is left the working view, as a load of this snapshot
+/// gives it (decisions on it are the same: see [`load_working`]). If a write fails, the
+/// settled history is put back into `view`.
+pub fn save_snapshot_with(store: &dyn EventStore, view: &mut LedgerView, spacing: Spacing) -> Result<(), StoreError> {
+    assert!(spacing.checkpoint_versions > 0, "a checkpoint interval of at least one version");
+    view.check_conservation().map_err(|reason| {
+        StoreError::Corrupt(format!(
+            "the projections at event {} do not conserve money: {reason}",
+            view.seq
+        ))
+    })?;
+    let settled = view.settle().map_err(StoreError::Corrupt)?;
+    let saved = save_working(store, view, spacing, &history_parts(&settled, view.seq));
+    if saved.is_err() {
+        view.unsettle(settled).map_err(StoreError::Corrupt)?;
+    }
+    saved
+}
+
+/// Writes `history` (in bounded batches), the append-only parts, then the working view's
+/// parts and the header.
+fn save_working(
+    store: &dyn EventStore,
+    view: &LedgerView,
+    spacing: Spacing,
+    history: &[(String, Vec<u8>)],
+) -> Result<(), StoreError> {
+    for batch in history.chunks(CHECKPOINT_PARTS_PER_WRITE) {
+        store.put_snapshots(batch)?;
+    }
     let checkpoint_versions = spacing.checkpoint_versions;
-    assert!(checkpoint_versions > 0, "a checkpoint interval of at least one version");
     // Every field, by name: a new field of the view does not compile until it is stored.
     let LedgerView {
         seq,
@@ -280,11 +474,6 @@ pub fn save_snapshot_with(store: &dyn EventStore, view: &LedgerView, spacing: Sp
         inputs_recorded,
         commands_rejected,
     } = view;
-    view.check_conservation().map_err(|reason| {
-        StoreError::Corrupt(format!(
-            "the projections at event {seq} do not conserve money: {reason}"
-        ))
-    })?;
     let seq = *seq;
     let mut parts: Vec<(String, Vec<u8>)> = Vec::with_capacity(accounts.len() + apps.len() + 2);
     for (id, account) in accounts {
@@ -572,7 +761,10 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 /// header's position, clock and rulebook; every other map empty — read from the stored
 /// snapshot alone when it is at the log's head (the CLI stores one after every write), and
 /// `until` is not before its clock. Otherwise, or when the snapshot is not usable, the
-/// whole projections by [`load`]. Either way the app and account are what [`load`] gives.
+/// whole projections by [`load`]. Either way the account is what [`load`] gives, and the
+/// app too but for its settled months, which the snapshot's working part leaves out: a
+/// query reads one back by [`restore_month`], or counts its users by
+/// [`settled_month_users`] (no query reads them all).
 pub fn load_for_app(store: &dyn EventStore, app: AppId, until: Option<Instant>) -> Result<LedgerView, ReplayError> {
     if let Some(header) = header_at_head(store, until)? {
         let seq = header.seq;
@@ -581,7 +773,7 @@ pub fn load_for_app(store: &dyn EventStore, app: AppId, until: Option<Instant>) 
             Some(app_view) => {
                 if let Some(account) = get_part::<AccountView>(store, &account_name(&app_view.account), seq)? {
                     let mut view = view_of(header);
-                    view.accounts.insert(account.account.clone(), account);
+                    view.accounts.insert(account.account.clone(), whole_account(account));
                     view.apps.insert(app, app_view);
                     return Ok(view);
                 }
@@ -592,6 +784,13 @@ pub fn load_for_app(store: &dyn EventStore, app: AppId, until: Option<Instant>) 
         }
     }
     load(store, until)
+}
+
+/// An account's part of the snapshot as [`load`] gives it: the sum of its settled flows
+/// is how the working view accounts for history, not part of the whole view.
+fn whole_account(mut account: AccountView) -> AccountView {
+    account.settled_flows = None;
+    account
 }
 
 /// As [`load_for_app`], for account `account`: the account and all its apps.
@@ -616,7 +815,7 @@ pub fn load_for_account(
                     }
                 }
                 if complete {
-                    view.accounts.insert(account.clone(), account_view);
+                    view.accounts.insert(account.clone(), whole_account(account_view));
                     return Ok(view);
                 }
             }

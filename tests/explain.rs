@@ -28,10 +28,20 @@ fn t(text: &str) -> Instant {
     Instant::parse(text).unwrap()
 }
 
+/// At the head, also as the CLI does it: from a snapshot's parts (the app without its
+/// settled months), which must tell the same.
 fn app_at(ledger: &Ledger, app: u64, at: Option<&str>) -> Explanation {
     let until = at.map(t);
-    let view = replay::load(ledger.store(), until).expect("replay");
-    explain_app(ledger.store(), &view, AppId(app), until).expect("explain app")
+    let store = ledger.store();
+    let mut view = replay::load(store, until).expect("replay");
+    let x = explain_app(store, &view, AppId(app), until).expect("explain app");
+    if until.is_none() {
+        replay::save_snapshot(store, &mut view).expect("save a snapshot");
+        let part = replay::load_for_app(store, AppId(app), None).expect("the app's part");
+        let from_part = explain_app(store, &part, AppId(app), None).expect("explain app");
+        assert_eq!(render(&from_part), render(&x), "explained from the snapshot's parts");
+    }
+    x
 }
 
 fn account_at(ledger: &Ledger, account: &str, at: Option<&str>) -> Explanation {

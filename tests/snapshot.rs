@@ -48,7 +48,8 @@ fn lines(path: &Path) -> Vec<String> {
 }
 
 /// Every app and account of `full`, read alone, is what the full projections hold; with
-/// `from_snapshot` the answer must come from the snapshot's parts (nothing else loaded).
+/// `from_snapshot` the answer must come from the snapshot's parts (nothing else loaded),
+/// whose apps leave out their settled months, and those months must read back alone.
 fn assert_parts_agree(
     store: &dyn EventStore,
     full: &LedgerView,
@@ -56,9 +57,20 @@ fn assert_parts_agree(
     from_snapshot: bool,
     name: &str,
 ) {
-    for (id, app) in &full.apps {
-        let part = replay::load_for_app(store, *id, until).unwrap();
+    let mut working = full.clone();
+    working.settle().unwrap();
+    let apps = if from_snapshot { &working.apps } else { &full.apps };
+    for (id, app) in apps {
+        let mut part = replay::load_for_app(store, *id, until).unwrap();
         assert_eq!(part.apps.get(id), Some(app), "{name}: app {id}");
+        for (month, usage) in &full.apps[id].usage {
+            if !app.usage.contains_key(month) {
+                let users = replay::settled_month_users(store, *id, month, part.seq).unwrap();
+                assert_eq!(users, Some(usage.users.len() as u64), "{name}: app {id}, {month} counted");
+            }
+            replay::restore_month(store, &mut part, *id, month).unwrap();
+            assert_eq!(part.apps[id].usage.get(month), Some(usage), "{name}: app {id}, {month} restored");
+        }
         assert_eq!(
             part.accounts.get(&app.account),
             full.accounts.get(&app.account),
@@ -79,7 +91,7 @@ fn assert_parts_agree(
         let part = replay::load_for_account(store, id, until).unwrap();
         assert_eq!(part.accounts.get(id), Some(account), "{name}: account {id}");
         for app in &account.apps {
-            assert_eq!(part.apps.get(app), full.apps.get(app), "{name}: app {app} of {id}");
+            assert_eq!(part.apps.get(app), apps.get(app), "{name}: app {app} of {id}");
         }
         assert_eq!((part.seq, part.clock), (full.seq, full.clock), "{name}: account {id}");
         assert_eq!(
@@ -240,9 +252,9 @@ fn an_app_as_of_any_instant_from_its_checkpoints_is_what_a_replay_gives() {
             let (first, second) = all.split_at(all.len() / 2);
             // Saved midway and at the end: the second save catches up from the first's.
             import_lines(&mut ledger, &path, first);
-            replay::save_snapshot_with(ledger.store(), ledger.state(), spacing(every)).unwrap();
+            ledger.save_snapshot_with(spacing(every)).unwrap();
             import_lines(&mut ledger, &path, second);
-            replay::save_snapshot_with(ledger.store(), ledger.state(), spacing(every)).unwrap();
+            ledger.save_snapshot_with(spacing(every)).unwrap();
             let store = ledger.store();
             let full = replay::load_from_zero(store, None).unwrap();
             // One replay, moved forward instant by instant.
@@ -271,8 +283,12 @@ fn an_app_as_of_any_instant_from_its_checkpoints_is_what_a_replay_gives() {
                         usize::from(want.apps.contains_key(app)),
                         "{what}: the app alone"
                     );
-                    // What the CLI calls gives the same app.
-                    let cli = replay::load_app(store, *app, Some(t)).unwrap();
+                    // What the CLI calls gives the same app, but for the settled months
+                    // (left out when it reads the snapshot at the head), which read back.
+                    let mut cli = replay::load_app(store, *app, Some(t)).unwrap();
+                    for month in want.apps.get(app).iter().flat_map(|a| a.usage.keys()) {
+                        replay::restore_month(store, &mut cli, *app, month).unwrap();
+                    }
                     assert_eq!(cli.apps.get(app), want.apps.get(app), "{what}");
                 }
             }
@@ -299,7 +315,7 @@ fn a_checkpoint_of_another_log_or_projection_version_is_not_used() {
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut ledger = ledger_on(Box::new(MemoryStore::new()));
     import_lines(&mut ledger, &path, &all);
-    replay::save_snapshot_with(ledger.store(), ledger.state(), spacing(2)).unwrap();
+    ledger.save_snapshot_with(spacing(2)).unwrap();
     let store = ledger.store();
     let full = replay::load_from_zero(store, None).unwrap();
     let (app, view) = full.apps.iter().next().unwrap();
@@ -349,7 +365,7 @@ fn an_app_whose_stream_begins_with_refusals_reads_as_of_any_instant() {
         let input: chat_ledger_events::Input = serde_json::from_str(line).unwrap();
         ledger.submit(&[input]).unwrap();
     }
-    replay::save_snapshot_with(ledger.store(), ledger.state(), spacing(2)).unwrap();
+    ledger.save_snapshot_with(spacing(2)).unwrap();
     let store = ledger.store();
     let app = AppId(1_400_000_777);
     let stream = chat_ledger_events::StreamId::app(app);
@@ -418,9 +434,9 @@ fn explanations_read_from_story_segments_are_those_read_from_the_log() {
             let mut ledger = ledger_on(Box::new(MemoryStore::new()));
             let (first, second) = all.split_at(all.len() / 2);
             import_lines(&mut ledger, &path, first);
-            replay::save_snapshot_with(ledger.store(), ledger.state(), spacing).unwrap();
+            ledger.save_snapshot_with(spacing).unwrap();
             import_lines(&mut ledger, &path, second);
-            replay::save_snapshot_with(ledger.store(), ledger.state(), spacing).unwrap();
+            ledger.save_snapshot_with(spacing).unwrap();
             let store = ledger.store();
             // The segments hold every complete run of `every` entries, as the log has them.
             for app in ledger.state().apps.values() {
@@ -443,7 +459,7 @@ fn explanations_read_from_story_segments_are_those_read_from_the_log() {
             story_segment_events: 1,
             ..replay::Spacing::DEFAULT
         };
-        replay::save_snapshot_with(ledger.store(), ledger.state(), spacing).unwrap();
+        ledger.save_snapshot_with(spacing).unwrap();
         let store = ledger.store();
         let Some(app) = ledger.state().apps.values().find(|a| a.story.len() >= 2) else {
             continue;
@@ -516,4 +532,100 @@ fn story_segments_that_disagree_with_the_log_are_not_read() {
         .unwrap();
     let held = story::read_segments(store, &stream, List::Story, &app.story).unwrap();
     assert!(held.is_empty(), "a segment that is not the log's was read: {held:?}");
+}
+
+/// Settling takes paid bills, orders of past plans and months billed for all their users
+/// out of the ledger's working view at every snapshot save (the CLI saves after every
+/// command, in a new process each time). Decisions must not notice: run every fixture
+/// saving after every other input and reopening the ledger after each — so later inputs
+/// are decided, and logged events folded, on a working view — and the log comes out byte
+/// for byte as without saves; the whole view read back is the one replayed from 0, and the
+/// working view the one that settling it gives.
+#[test]
+fn settling_at_every_save_decides_the_same_log() {
+    let mut history = [0usize; 3];
+    for path in fixtures() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let source = path.to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut straight = ledger_on(Box::new(MemoryStore::new()));
+        import::import(&mut straight, &source, &text, 7, |_| {}).unwrap();
+        for parity in [0, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let reopen = || ledger_on(Box::new(SledStore::open(dir.path()).unwrap()));
+            let mut ledger = reopen();
+            let plan = import::check(&source, import::parse(&source, &text).unwrap(), &ledger).unwrap();
+            let mut saved_last = false;
+            for (index, line) in plan.pending.into_iter().enumerate() {
+                match line.entry {
+                    import::Entry::Input(input) => {
+                        ledger.submit(&[input]).unwrap();
+                    }
+                    import::Entry::Logins(file) => {
+                        ledger
+                            .ingest_logins(
+                                &file.source,
+                                &file.digest,
+                                &file.rows,
+                                chat_ledger::logins::CHUNK_ROWS_DEFAULT,
+                                |_, _| {},
+                            )
+                            .unwrap();
+                    }
+                }
+                saved_last = index % 2 == parity;
+                if saved_last {
+                    ledger.save_snapshot().unwrap();
+                }
+                drop(ledger);
+                ledger = reopen();
+            }
+            assert_eq!(ledger.head(), straight.head(), "{name}, saves at parity {parity}: the same log");
+            let store = ledger.store();
+            let full = replay::load_from_zero(store, None).unwrap();
+            assert_eq!(replay::load(store, None).unwrap(), full, "{name}: whole again");
+            assert_parts_agree(store, &full, None, saved_last, &name);
+            if saved_last {
+                let mut settled = full.clone();
+                settled.settle().unwrap();
+                assert_eq!(ledger.state(), &settled, "{name}: the working view");
+            }
+            let prefix = format!("{SNAPSHOT_NAME}/history/v{}/", chat_ledger_projections::PROJECTION_VERSION);
+            for (name, _) in store.snapshots_in(&prefix, &format!("{prefix}~")).unwrap() {
+                let kind = ["order/", "bill/", "month/"]
+                    .iter()
+                    .position(|k| name[prefix.len()..].starts_with(k))
+                    .unwrap();
+                history[kind] += 1;
+            }
+        }
+    }
+    // Not a vacuous pass: each kind of settled history was written.
+    assert!(history.iter().all(|n| *n > 0), "history parts (orders, bills, months): {history:?}");
+}
+
+/// `explain` on the snapshot's parts (apps without their settled months) tells what it
+/// tells on the whole view replayed from 0, for every app of every fixture. (A settled
+/// month's user count, read from its history part, is told in tests/explain.rs story 5.)
+#[test]
+fn explanations_on_the_working_view_are_those_on_the_whole_view() {
+    use chat_ledger::explain::{explain_app, render};
+    let mut settled_months = 0;
+    for path in fixtures() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let all = lines(&path);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut ledger = ledger_on(Box::new(MemoryStore::new()));
+        import_lines(&mut ledger, &path, &all);
+        ledger.save_snapshot().unwrap();
+        let store = ledger.store();
+        let full = replay::load_from_zero(store, None).unwrap();
+        for (id, app) in &full.apps {
+            let part = replay::load_for_app(store, *id, None).unwrap();
+            settled_months += app.usage.len() - part.apps[id].usage.len();
+            let told = |view: &LedgerView| render(&explain_app(store, view, *id, None).unwrap());
+            assert_eq!(told(&part), told(&full), "{name}: app {id}");
+        }
+    }
+    assert!(settled_months > 0, "some explanation had a settled month to tell");
 }

@@ -183,6 +183,20 @@ impl Serialize for UserDigests {
     }
 }
 
+impl UserDigests {
+    /// How many digests a serialized `UserDigests` holds, from the text's length alone
+    /// (no decoding): what a query that only counts users reads. `None` if the length is
+    /// not that of padded base64 of whole digests.
+    pub fn count_in_text(text: &str) -> Option<usize> {
+        if !text.len().is_multiple_of(4) {
+            return None;
+        }
+        let padding = text.bytes().rev().take_while(|b| *b == b'=').count();
+        let bytes = (text.len() / 4 * 3).checked_sub(padding)?;
+        (padding <= 2 && bytes.is_multiple_of(DIGEST_BYTES)).then_some(bytes / DIGEST_BYTES)
+    }
+}
+
 impl<'de> Deserialize<'de> for UserDigests {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<UserDigests, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
@@ -251,6 +265,12 @@ mod tests {
         let torn = serde_json::from_str::<UserDigests>(&format!("\"{}\"", BASE64.encode([7u8; 15]))).unwrap_err();
         assert!(torn.to_string().contains("not a whole number"), "{torn}");
         assert!(serde_json::from_str::<UserDigests>("\"not base64!\"").is_err());
+        for n in [0u64, 1, 2, 3, 7, 100] {
+            let digests: UserDigests = (0..n).map(spread).collect();
+            let text = serde_json::to_value(&digests).unwrap();
+            assert_eq!(UserDigests::count_in_text(text.as_str().unwrap()), Some(n as usize), "{n} digests");
+        }
+        assert_eq!(UserDigests::count_in_text("AAAA"), None, "3 bytes are no digest");
     }
 
     #[test]

@@ -8,12 +8,12 @@ use chat_ledger_events::{
     MoneyKind, StreamId,
 };
 
-use crate::app::{AppView, BillPush, DeadlineParts};
+use crate::app::{AppView, BillPush, DeadlineParts, MonthUsage};
 use crate::deadline::{Deadline, DeadlineKind, Subject};
 
 /// Version of the projection code. Raise it whenever `apply` or a view's shape changes:
 /// stored projection snapshots of another version are ignored and rebuilt by replay.
-pub const PROJECTION_VERSION: u32 = 3;
+pub const PROJECTION_VERSION: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RulebookView {
@@ -78,6 +78,11 @@ pub struct AccountView {
     /// tells; never a cause nor told beside one, so `explain app` skips them (most of a
     /// long-lived account's stream).
     pub charges: Vec<u64>,
+    /// The money flows of the orders and bills [`LedgerView::settle`] took out of the
+    /// working view, as one sum (charges negative, refunds positive), so the conservation
+    /// check still adds up without them. `None` in a whole view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_flows: Option<KindAmounts>,
 }
 
 impl AccountView {
@@ -280,6 +285,7 @@ impl LedgerView {
                         arrears: None,
                         story: Vec::new(),
                         charges: Vec::new(),
+                        settled_flows: None,
                     },
                 );
             }
@@ -612,7 +618,8 @@ impl LedgerView {
 
     /// Conservation, per account and money kind: funds added, plus adjustments, minus order
     /// charges, plus refunds, minus bill charges, equals the balance. The flows come from
-    /// the orders and bills projections and the funding totals, folded apart from the balances.
+    /// the orders and bills projections (plus the sum of those settled out of the working
+    /// view, `settled_flows`) and the funding totals, folded apart from the balances.
     ///
     /// One pass over the orders and the bills, each flow added to its account's sum: linear
     /// in the size of the projections (it runs on every replay, snapshot loads included).
@@ -621,7 +628,14 @@ impl LedgerView {
         let mut expected: BTreeMap<&AccountId, Option<KindAmounts>> = self
             .accounts
             .iter()
-            .map(|(id, account)| (id, account.funded.checked_add(&account.adjusted)))
+            .map(|(id, account)| {
+                let flows = account.funded.checked_add(&account.adjusted);
+                let flows = match &account.settled_flows {
+                    Some(settled) => flows.and_then(|f| f.checked_add(settled)),
+                    None => flows,
+                };
+                (id, flows)
+            })
             .collect();
         let mut fold = |account: &AccountId, flow: &KindAmounts, add: bool| {
             if let Some(sum) = expected.get_mut(account) {
@@ -659,3 +673,155 @@ impl LedgerView {
         Ok(())
     }
 }
+
+/// Settled history: what no rule reads again and no event changes again — paid bills,
+/// orders no current plan lists, months billed for every user they counted. It grows with
+/// time, not with the live population, so [`LedgerView::settle`] takes it out of the
+/// working view (the state the rules decide on, and what a snapshot load returns) and the
+/// snapshot stores it apart, read on demand (src/replay.rs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    pub orders: Vec<(String, OrderView)>,
+    pub bills: Vec<(String, BillView)>,
+    /// (app, month `YYYY-MM`, usage). A late login reopens a settled month: the month is
+    /// restored ([`LedgerView::restore_month`]) before the login is decided or its count folded.
+    pub months: Vec<(AppId, String, MonthUsage)>,
+}
+
+impl Settled {
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty() && self.bills.is_empty() && self.months.is_empty()
+    }
+}
+
+impl BillView {
+    /// Paid is final: arrears clearing turns overdue bills into paid ones, never back.
+    pub fn is_settled(&self) -> bool {
+        self.status == BillStatus::Paid
+    }
+}
+
+impl MonthUsage {
+    /// Billed for every user it counted: only a late login changes it again.
+    pub fn is_settled(&self) -> bool {
+        self.billed_mau == Some(self.users.len() as u64)
+    }
+}
+
+impl LedgerView {
+    /// Whether no app's current plan lists order `id`: refunds and upgrades read only the
+    /// current plan's orders, and every purchase starts a new plan with a new order.
+    fn order_is_settled(&self, id: &str, order: &OrderView) -> bool {
+        !self
+            .apps
+            .get(&order.app)
+            .and_then(|app| app.plan.as_ref())
+            .is_some_and(|plan| plan.orders.iter().any(|o| o == id))
+    }
+
+    /// What an order moved on its account's balance: its refund less its charge.
+    fn order_flow(order: &OrderView) -> Option<KindAmounts> {
+        let zero = KindAmounts::zero(order.amount.currency());
+        order.refunded.unwrap_or(zero).checked_sub(&order.paid.unwrap_or(zero))
+    }
+
+    /// What a bill moved on its account's balance: its charge, taken.
+    fn bill_flow(bill: &BillView) -> Option<KindAmounts> {
+        let zero = KindAmounts::zero(bill.total.currency());
+        zero.checked_sub(&bill.charged.unwrap_or(zero))
+    }
+
+    /// Adds `flow` to (`into`) or takes it from its account's `settled_flows`.
+    fn move_settled_flow(&mut self, account: &AccountId, flow: Option<KindAmounts>, into: bool) -> Result<(), String> {
+        let mismatch = || "currency differs from the balance's".to_owned();
+        let flow = flow.ok_or_else(mismatch)?;
+        let view = self.account_mut(account)?;
+        let sum = view.settled_flows.get_or_insert(KindAmounts::zero(flow.cash.currency()));
+        *sum = if into { sum.checked_add(&flow) } else { sum.checked_sub(&flow) }.ok_or_else(mismatch)?;
+        Ok(())
+    }
+
+    /// Takes the settled history out of the view, its money flows summed into each
+    /// account's `settled_flows`: what is left is the working view. Pure; the caller stores
+    /// what it returns ([`LedgerView::unsettle`] puts it back).
+    pub fn settle(&mut self) -> Result<Settled, String> {
+        let mut settled = Settled::default();
+        let orders = std::mem::take(&mut self.orders);
+        let (out, kept): (Vec<_>, Vec<_>) = orders.into_iter().partition(|(id, o)| self.order_is_settled(id, o));
+        self.orders = kept.into_iter().collect();
+        settled.orders = out;
+        let bills = std::mem::take(&mut self.bills);
+        let (out, kept): (Vec<_>, Vec<_>) = bills.into_iter().partition(|(_, b)| b.is_settled());
+        self.bills = kept.into_iter().collect();
+        settled.bills = out;
+        for (app, view) in &mut self.apps {
+            if !view.usage.values().any(MonthUsage::is_settled) {
+                continue;
+            }
+            let usage = std::mem::take(&mut view.usage);
+            for (month, usage) in usage {
+                if usage.is_settled() {
+                    settled.months.push((*app, month, usage));
+                } else {
+                    view.usage.insert(month, usage);
+                }
+            }
+        }
+        for (_, order) in &settled.orders {
+            self.move_settled_flow(&order.account, Self::order_flow(order), true)?;
+        }
+        for (_, bill) in &settled.bills {
+            self.move_settled_flow(&bill.account, Self::bill_flow(bill), true)?;
+        }
+        Ok(settled)
+    }
+
+    /// Puts settled history back (what the working view does not hold already), and its
+    /// flows out of `settled_flows`. Once all of it is back, the view is whole again: equal
+    /// to the one folded from position 0, every `settled_flows` gone.
+    pub fn unsettle(&mut self, settled: Settled) -> Result<(), String> {
+        for (id, order) in settled.orders {
+            if !self.orders.contains_key(&id) {
+                self.move_settled_flow(&order.account, Self::order_flow(&order), false)?;
+                self.orders.insert(id, order);
+            }
+        }
+        for (id, bill) in settled.bills {
+            if !self.bills.contains_key(&id) {
+                self.move_settled_flow(&bill.account, Self::bill_flow(&bill), false)?;
+                self.bills.insert(id, bill);
+            }
+        }
+        for (app, month, usage) in settled.months {
+            if let Some(view) = self.apps.get_mut(&app) {
+                view.usage.entry(month).or_insert(usage);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every account's settled flows were put back (see [`LedgerView::unsettle`]);
+    /// if so, drops the emptied sums, and the view is whole.
+    pub fn whole_again(&mut self) -> Result<(), String> {
+        for (id, account) in &mut self.accounts {
+            if let Some(sum) = account.settled_flows {
+                if sum != KindAmounts::zero(sum.cash.currency()) {
+                    return Err(format!(
+                        "account {id}: settled history is missing, its flows left {} unaccounted for",
+                        sum.total()
+                    ));
+                }
+                account.settled_flows = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a settled month back before a late login into it is decided or folded.
+    pub fn restore_month(&mut self, app: AppId, month: String, usage: MonthUsage) {
+        let view = self.apps.get_mut(&app).expect("a month is restored into an app of the view");
+        let previous = view.usage.insert(month, usage);
+        assert!(previous.is_none(), "a month is restored only where the working view lacks it");
+    }
+}
+

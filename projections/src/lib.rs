@@ -13,5 +13,5 @@ pub use deadline::{Deadline, DeadlineKind, Subject};
 pub use digests::{DigestHashSet, DigestHasher, UserDigests};
 pub use ledger::{
     user_digest, AccountView, ArrearsView, BillStatus, BillView, LedgerView, OrderView, ProjectionError, RulebookView,
-    PROJECTION_VERSION,
+    Settled, PROJECTION_VERSION,
 };
