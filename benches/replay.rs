@@ -632,7 +632,10 @@ fn measure(built: &Built, scale: Scale) -> Measured {
     let working_view_digest = digest(&serde_json::to_vec(&zero).expect("serialize"));
     // Startup from the snapshot stored at the head (stored again if this build's snapshot
     // format or projection version differs from the one that built the log).
-    if replay::snapshot_position(&store).expect("snapshot") != Some(built.events) {
+    // `CHAT_LEDGER_BENCH_RESAVE=1` stores it again anyway (a view change during development,
+    // before the projection version is raised).
+    let resave = std::env::var_os("CHAT_LEDGER_BENCH_RESAVE").is_some();
+    if resave || replay::snapshot_position(&store).expect("snapshot") != Some(built.events) {
         let started = WallClock::now();
         replay::save_snapshot(&store, &mut zero).expect("save the snapshot");
         println!(
@@ -737,8 +740,19 @@ fn profile(what: &str, built: &Built) {
     for _ in 0..runs {
         let text = match what {
             "zero" => replay::load_from_zero(&store, None).expect("replay").seq.to_string(),
-            "sizes" => {
-                let v = replay::load(&store, None).expect("load");
+            "sizes" | "working-sizes" => {
+                let v = if what == "sizes" {
+                    replay::load(&store, None).expect("load")
+                } else {
+                    replay::load_working(&store).expect("load")
+                };
+                let size = |x: &dyn erased::Ser| x.len();
+                let lists = |v: &LedgerView| {
+                    let apps: usize = v.apps.values().map(|a| size(&a.story) + size(&a.reminders) + size(&a.unusable_periods)).sum();
+                    let accounts: usize = v.accounts.values().map(|a| size(&a.story) + size(&a.charges)).sum();
+                    (apps, accounts)
+                };
+                println!("position lists (apps' story+reminders+unusable periods, accounts' story+charges): {:?}", lists(&v));
                 let size = |x: &dyn erased::Ser| x.len();
                 format!(
                     "streams {} ({}), accounts {} ({}), apps {} ({}), orders {} ({}), bills {} ({}), deadlines {} ({}), usage months {}, user digests {}",

@@ -44,6 +44,16 @@ pub enum ExplainError {
     NotFound(String),
 }
 
+/// The settled history (`replay`) is derived data read like the log: the same errors.
+impl From<replay::ReplayError> for ExplainError {
+    fn from(e: replay::ReplayError) -> ExplainError {
+        match e {
+            replay::ReplayError::Store(e) => ExplainError::Store(e),
+            replay::ReplayError::Corrupt { seq, reason } => ExplainError::Corrupt { seq, reason },
+        }
+    }
+}
+
 /// What is explained.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -182,12 +192,7 @@ impl<'a> Log<'a> {
             let held = self.view.apps.get(app).is_none_or(|v| v.usage.contains_key(month));
             let key = (*app, month.clone());
             if !held && !self.settled_users.contains_key(&key) {
-                let users = replay::settled_month_users(self.store, *app, month, self.view.seq)
-                    .map_err(|e| ExplainError::Corrupt {
-                        seq: stored.seq,
-                        reason: e.to_string(),
-                    })?
-                    .unwrap_or(0);
+                let users = replay::settled_month_users(self.store, *app, month, self.view.seq)?.unwrap_or(0);
                 self.settled_users.insert(key, users);
             }
         }
@@ -208,17 +213,24 @@ impl<'a> Log<'a> {
         let view: &'a LedgerView = self.view;
         let app = stream.app_id().and_then(|a| view.apps.get(&a));
         let account = || view.accounts.get(stream.as_str().strip_prefix("account:")?);
-        let (lists, mut loose): (Vec<(List, &[u64])>, Vec<u64>) = match (app, account()) {
-            (Some(app), _) => (vec![(List::Story, &app.story)], app.reminders.clone()),
+        // (list, entries settled out of the view, entries it holds)
+        type Held<'v> = (List, u64, &'v [u64]);
+        let (lists, mut loose): (Vec<Held>, Vec<u64>) = match (app, account()) {
+            (Some(app), _) => (vec![(List::Story, app.story_settled, &app.story)], app.reminders.clone()),
             (None, Some(account)) if self.charges => (
-                vec![(List::Story, &account.story), (List::Charges, &account.charges)],
+                vec![
+                    (List::Story, account.story_settled, &account.story),
+                    (List::Charges, account.charges_settled, &account.charges),
+                ],
                 Vec::new(),
             ),
-            (None, Some(account)) => (vec![(List::Story, &account.story)], Vec::new()),
+            (None, Some(account)) => (vec![(List::Story, account.story_settled, &account.story)], Vec::new()),
             (None, None) => (Vec::new(), Vec::new()),
         };
         if !lists.is_empty() {
-            for (list, positions) in lists {
+            for (list, settled, held) in lists {
+                let positions = replay::story_positions(self.store, stream, list, settled, held, view.seq)?;
+                let positions = positions.as_slice();
                 let held = story::read_segments(self.store, stream, list, positions)?;
                 loose.extend(&positions[held.len()..]);
                 for event in &held {

@@ -548,7 +548,7 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
     let until = as_of.as_deref().map(|t| parse_instant(t, "--as-of")).transpose()?;
     let store = open_store(data)?;
     // One app or account reads only its own part of the stored snapshot when it can.
-    let view = match what {
+    let mut view = match what {
         StateCmd::App { sdk_app_id, .. } => replay::load_app(&store, AppId(*sdk_app_id), until),
         StateCmd::Account { id, .. } => {
             let account = AccountId::new(id.clone()).map_err(bad_input)?;
@@ -557,6 +557,10 @@ fn state(data: &Path, what: &StateCmd) -> Result<(), Failure> {
         _ => replay::load(&store, until),
     }
     .map_err(failure)?;
+    // The text tells no settled history; the JSON is the whole view of the app or account.
+    if json {
+        replay::make_whole(&store, &mut view).map_err(failure)?;
+    }
     let zone = zone_of(view.rulebook.as_ref().map(|r| r.zone.as_str()));
     let as_of_line = match (until, view.clock) {
         (Some(t), Some(clock)) => {

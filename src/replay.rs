@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chat_ledger_events::{decode, AccountId, AppId, Currency, Envelope, Hash, Instant, StreamId};
 use chat_ledger_events::EventBody;
 use chat_ledger_projections::{
-    AccountView, AppView, BillView, Deadline, LedgerView, MonthUsage, OrderView, RulebookView, Settled,
-    UserDigests, PROJECTION_VERSION,
+    whole_list, AccountView, AppView, BillView, Deadline, LedgerView, MonthUsage, OrderView, RulebookView, Settled,
+    SettledList, StoryList, UserDigests, PROJECTION_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -132,6 +132,14 @@ fn month_part_name(app: AppId, month: &str, seq: u64) -> String {
     format!("{}{seq:020}", month_part_prefix(app, month))
 }
 
+fn list_part_prefix(stream: &StreamId, list: StoryList) -> String {
+    format!("{}list/{stream}/{}/", history_prefix(), list.as_str())
+}
+
+fn list_part_name(stream: &StreamId, list: StoryList, first: u64) -> String {
+    format!("{}{first:020}", list_part_prefix(stream, list))
+}
+
 /// Greater, as bytes, than any name under a prefix: the end of a prefix's name range.
 const NAME_RANGE_END: &str = "\u{10FFFF}";
 
@@ -171,12 +179,35 @@ fn read_history(store: &dyn EventStore, seq: u64) -> Result<Settled, ReplayError
         orders: history_parts_in(store, &format!("{prefix}order/"), seq)?,
         bills: history_parts_in(store, &format!("{prefix}bill/"), seq)?,
         months: read_months(store, &format!("{prefix}month/"), seq)?,
+        lists: history_parts_in(store, &format!("{prefix}list/"), seq)?,
+    })
+}
+
+/// A story list of `stream` whole: the runs settled out of the working view (its first
+/// `settled` entries, stored at or before position `seq`), then `tail`, the entries the
+/// view holds. One range read of the list's runs; none when nothing is settled.
+pub fn story_positions(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    list: StoryList,
+    settled: u64,
+    tail: &[u64],
+    seq: u64,
+) -> Result<Vec<u64>, ReplayError> {
+    if settled == 0 {
+        return Ok(tail.to_vec());
+    }
+    let runs: Vec<SettledList> = history_parts_in(store, &list_part_prefix(stream, list), seq)?;
+    whole_list(&runs, settled, tail).map_err(|why| ReplayError::Corrupt {
+        seq,
+        reason: format!("{stream}'s settled {}: {why}", list.as_str()),
     })
 }
 
 /// The history parts for what `settle` took out at position `seq`.
 fn history_parts(settled: &Settled, seq: u64) -> Vec<(String, Vec<u8>)> {
-    let mut parts = Vec::with_capacity(settled.orders.len() + settled.bills.len() + settled.months.len());
+    let mut parts =
+        Vec::with_capacity(settled.orders.len() + settled.bills.len() + settled.months.len() + settled.lists.len());
     for entry @ (id, order) in &settled.orders {
         parts.push((order_part_name(&order.account, id), json(&PartRef { seq, view: entry })));
     }
@@ -185,6 +216,9 @@ fn history_parts(settled: &Settled, seq: u64) -> Vec<(String, Vec<u8>)> {
     }
     for entry @ (app, month, _) in &settled.months {
         parts.push((month_part_name(*app, month, seq), json(&PartRef { seq, view: entry })));
+    }
+    for run in &settled.lists {
+        parts.push((list_part_name(&run.stream, run.list, run.first), json(&PartRef { seq, view: run })));
     }
     parts
 }
@@ -604,7 +638,7 @@ fn catch_up_checkpoints(
     .map_err(replay_to_store)
 }
 
-fn replay_to_store(e: ReplayError) -> StoreError {
+pub(crate) fn replay_to_store(e: ReplayError) -> StoreError {
     match e {
         ReplayError::Store(e) => e,
         ReplayError::Corrupt { seq, reason } => StoreError::Corrupt(format!("event {seq}: {reason}")),
@@ -761,10 +795,11 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 /// header's position, clock and rulebook; every other map empty — read from the stored
 /// snapshot alone when it is at the log's head (the CLI stores one after every write), and
 /// `until` is not before its clock. Otherwise, or when the snapshot is not usable, the
-/// whole projections by [`load`]. Either way the account is what [`load`] gives, and the
-/// app too but for its settled months, which the snapshot's working part leaves out: a
-/// query reads one back by [`restore_month`], or counts its users by
-/// [`settled_month_users`] (no query reads them all).
+/// whole projections by [`load`]. Either way the app and account are what [`load`] gives
+/// but for their settled history (story lists, an app's settled months), which the
+/// snapshot's working parts leave out: a query reads a month back by [`restore_month`],
+/// counts its users by [`settled_month_users`], reads a story list by
+/// [`story_positions`], or all of it by [`make_whole`].
 pub fn load_for_app(store: &dyn EventStore, app: AppId, until: Option<Instant>) -> Result<LedgerView, ReplayError> {
     if let Some(header) = header_at_head(store, until)? {
         let seq = header.seq;
@@ -784,6 +819,32 @@ pub fn load_for_app(store: &dyn EventStore, app: AppId, until: Option<Instant>) 
         }
     }
     load(store, until)
+}
+
+/// Puts back, into each app and account `view` holds, what settling took out of it —
+/// story lists, and an app's settled months — so each is as [`load`] gives it: for a
+/// query that prints a whole app or account (`state app --json`). Reads the app's months
+/// in full (a busy app's user digests): the queries that only tell (`state` text,
+/// `explain`) do without.
+pub fn make_whole(store: &dyn EventStore, view: &mut LedgerView) -> Result<(), ReplayError> {
+    let seq = view.seq;
+    for (id, app) in &mut view.apps {
+        let stream = StreamId::app(*id);
+        app.story = story_positions(store, &stream, StoryList::Story, app.story_settled, &app.story, seq)?;
+        app.story_settled = 0;
+        for (_, month, usage) in read_months(store, &format!("{}month/{id}/", history_prefix()), seq)? {
+            app.usage.entry(month).or_insert(usage);
+        }
+    }
+    for (id, account) in &mut view.accounts {
+        let stream = StreamId::account(id);
+        let story = story_positions(store, &stream, StoryList::Story, account.story_settled, &account.story, seq)?;
+        let charges = story_positions(store, &stream, StoryList::Charges, account.charges_settled, &account.charges, seq)?;
+        (account.story, account.charges) = (story, charges);
+        (account.story_settled, account.charges_settled) = (0, 0);
+        account.settled_flows = None;
+    }
+    Ok(())
 }
 
 /// An account's part of the snapshot as [`load`] gives it: the sum of its settled flows

@@ -12,9 +12,10 @@
 //! authority, and the last event a reader takes from segments is compared with the log's.
 
 use chat_ledger_events::StreamId;
+pub use chat_ledger_projections::StoryList as List;
 use chat_ledger_projections::{LedgerView, PROJECTION_VERSION};
 
-use crate::replay::SNAPSHOT_NAME;
+use crate::replay::{self, SNAPSHOT_NAME};
 use crate::store::{EventStore, StoreError, StoredEvent};
 
 /// Events per segment. Eight ~465-byte events are ~3.7 KiB (~4.7 KiB at the 95th
@@ -27,22 +28,6 @@ pub const STORY_SEGMENT_EVENTS: usize = 8;
 
 /// Segments written per store call while catching up (bounds the memory held).
 const SEGMENTS_PER_WRITE: usize = 1024;
-
-/// The lists that have segments: an app's `story`; an account's `story` and `charges`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum List {
-    Story,
-    Charges,
-}
-
-impl List {
-    fn as_str(self) -> &'static str {
-        match self {
-            List::Story => "story",
-            List::Charges => "charges",
-        }
-    }
-}
 
 fn segment_name(stream: &StreamId, list: List, first: usize) -> String {
     format!(
@@ -132,20 +117,24 @@ pub fn read_segments(
 
 /// Writes the segments due for every story list in `view` (each complete run of `every`
 /// entries) that are not yet stored, reading their events from the log. Resumes from the
-/// last stored segment of each list.
+/// last stored segment of each list. A list's settled entries are read from the settled
+/// history (`replay::story_positions`), which a save writes first.
 pub fn write_segments(store: &dyn EventStore, view: &LedgerView, every: usize) -> Result<(), StoreError> {
     assert!(every > 0, "segments of at least one event");
     let mut out = Vec::new();
     for app in view.apps.values() {
-        catch_up(store, &StreamId::app(app.app), List::Story, &app.story, every, &mut out)?;
+        let list = (List::Story, app.story_settled, app.story.as_slice());
+        catch_up(store, view.seq, &StreamId::app(app.app), list, every, &mut out)?;
         if out.len() >= SEGMENTS_PER_WRITE {
             store.put_snapshots(&std::mem::take(&mut out))?;
         }
     }
     for account in view.accounts.values() {
         let stream = StreamId::account(&account.account);
-        catch_up(store, &stream, List::Story, &account.story, every, &mut out)?;
-        catch_up(store, &stream, List::Charges, &account.charges, every, &mut out)?;
+        let story = (List::Story, account.story_settled, account.story.as_slice());
+        catch_up(store, view.seq, &stream, story, every, &mut out)?;
+        let charges = (List::Charges, account.charges_settled, account.charges.as_slice());
+        catch_up(store, view.seq, &stream, charges, every, &mut out)?;
         if out.len() >= SEGMENTS_PER_WRITE {
             store.put_snapshots(&std::mem::take(&mut out))?;
         }
@@ -156,21 +145,26 @@ pub fn write_segments(store: &dyn EventStore, view: &LedgerView, every: usize) -
     Ok(())
 }
 
-/// Adds to `out` the segments of one list due and not yet stored.
+/// Adds to `out` the segments of one list — (which, settled entries, entries held) —
+/// due and not yet stored.
 fn catch_up(
     store: &dyn EventStore,
+    seq: u64,
     stream: &StreamId,
-    list: List,
-    positions: &[u64],
+    (list, settled, held): (List, u64, &[u64]),
     every: usize,
     out: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<(), StoreError> {
-    let due = positions.len() / every * every;
+    let due = (settled as usize + held.len()) / every * every;
     // The first segment not stored: most saves find the last one due there and stop.
     let mut from = due;
     while from > 0 && store.get_snapshot(&segment_name(stream, list, from - every))?.is_none() {
         from -= every;
     }
+    if from == due {
+        return Ok(());
+    }
+    let positions = replay::story_positions(store, stream, list, settled, held, seq).map_err(replay::replay_to_store)?;
     for first in (from..due).step_by(every) {
         let chunk = &positions[first..first + every];
         let events = store.read_positions(chunk)?;

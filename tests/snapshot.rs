@@ -47,9 +47,9 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Every app and account of `full`, read alone, is what the full projections hold; with
-/// `from_snapshot` the answer must come from the snapshot's parts (nothing else loaded),
-/// whose apps leave out their settled months, and those months must read back alone.
+/// Every app and account of `full`, read alone, is what the full projections hold once
+/// made whole; with `from_snapshot` the answer must come from the snapshot's parts
+/// (nothing else loaded), which leave out the settled history, and that must read back.
 fn assert_parts_agree(
     store: &dyn EventStore,
     full: &LedgerView,
@@ -71,6 +71,8 @@ fn assert_parts_agree(
             replay::restore_month(store, &mut part, *id, month).unwrap();
             assert_eq!(part.apps[id].usage.get(month), Some(usage), "{name}: app {id}, {month} restored");
         }
+        replay::make_whole(store, &mut part).unwrap();
+        assert_eq!(part.apps.get(id), full.apps.get(id), "{name}: app {id} made whole");
         assert_eq!(
             part.accounts.get(&app.account),
             full.accounts.get(&app.account),
@@ -88,11 +90,12 @@ fn assert_parts_agree(
         );
     }
     for (id, account) in &full.accounts {
-        let part = replay::load_for_account(store, id, until).unwrap();
-        assert_eq!(part.accounts.get(id), Some(account), "{name}: account {id}");
+        let mut part = replay::load_for_account(store, id, until).unwrap();
         for app in &account.apps {
             assert_eq!(part.apps.get(app), apps.get(app), "{name}: app {app} of {id}");
         }
+        replay::make_whole(store, &mut part).unwrap();
+        assert_eq!(part.accounts.get(id), Some(account), "{name}: account {id}");
         assert_eq!((part.seq, part.clock), (full.seq, full.clock), "{name}: account {id}");
         assert_eq!(
             part.streams.is_empty(),
@@ -283,12 +286,10 @@ fn an_app_as_of_any_instant_from_its_checkpoints_is_what_a_replay_gives() {
                         usize::from(want.apps.contains_key(app)),
                         "{what}: the app alone"
                     );
-                    // What the CLI calls gives the same app, but for the settled months
-                    // (left out when it reads the snapshot at the head), which read back.
+                    // What the CLI calls gives the same app, but for the settled history
+                    // (left out when it reads the snapshot at the head), which reads back.
                     let mut cli = replay::load_app(store, *app, Some(t)).unwrap();
-                    for month in want.apps.get(app).iter().flat_map(|a| a.usage.keys()) {
-                        replay::restore_month(store, &mut cli, *app, month).unwrap();
-                    }
+                    replay::make_whole(store, &mut cli).unwrap();
                     assert_eq!(cli.apps.get(app), want.apps.get(app), "{what}");
                 }
             }
@@ -439,7 +440,7 @@ fn explanations_read_from_story_segments_are_those_read_from_the_log() {
             ledger.save_snapshot_with(spacing).unwrap();
             let store = ledger.store();
             // The segments hold every complete run of `every` entries, as the log has them.
-            for app in ledger.state().apps.values() {
+            for app in replay::load(store, None).unwrap().apps.values() {
                 let stream = StreamId::app(app.app);
                 let held = story::read_segments(store, &stream, List::Story, &app.story).unwrap();
                 assert_eq!(held.len(), app.story.len() / every * every, "{name}, app {}", app.app);
@@ -461,7 +462,8 @@ fn explanations_read_from_story_segments_are_those_read_from_the_log() {
         };
         ledger.save_snapshot_with(spacing).unwrap();
         let store = ledger.store();
-        let Some(app) = ledger.state().apps.values().find(|a| a.story.len() >= 2) else {
+        let whole = replay::load(store, None).unwrap();
+        let Some(app) = whole.apps.values().find(|a| a.story.len() >= 2) else {
             continue;
         };
         let segment = |first: usize| {
@@ -543,7 +545,7 @@ fn story_segments_that_disagree_with_the_log_are_not_read() {
 /// working view the one that settling it gives.
 #[test]
 fn settling_at_every_save_decides_the_same_log() {
-    let mut history = [0usize; 3];
+    let mut history = [0usize; 4];
     for path in fixtures() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let source = path.to_string_lossy().into_owned();
@@ -592,7 +594,7 @@ fn settling_at_every_save_decides_the_same_log() {
             }
             let prefix = format!("{SNAPSHOT_NAME}/history/v{}/", chat_ledger_projections::PROJECTION_VERSION);
             for (name, _) in store.snapshots_in(&prefix, &format!("{prefix}~")).unwrap() {
-                let kind = ["order/", "bill/", "month/"]
+                let kind = ["order/", "bill/", "month/", "list/"]
                     .iter()
                     .position(|k| name[prefix.len()..].starts_with(k))
                     .unwrap();
@@ -601,7 +603,7 @@ fn settling_at_every_save_decides_the_same_log() {
         }
     }
     // Not a vacuous pass: each kind of settled history was written.
-    assert!(history.iter().all(|n| *n > 0), "history parts (orders, bills, months): {history:?}");
+    assert!(history.iter().all(|n| *n > 0), "history parts (orders, bills, months, lists): {history:?}");
 }
 
 /// `explain` on the snapshot's parts (apps without their settled months) tells what it

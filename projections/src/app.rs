@@ -11,6 +11,10 @@ use crate::deadline::{Deadline, DeadlineKind, Subject};
 use crate::digests::UserDigests;
 use crate::ledger::user_digest;
 
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What an app's holds, plan and history add up to. Derived, never stored in events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,8 +116,12 @@ pub struct AppView {
     /// Positions of the app's events that `explain` may tell — every event folded into it
     /// but the MAU counts that set no bill push (most of a busy app's stream, and never a
     /// cause) and the expiry reminders (see `reminders`) — so that `explain` reads these
-    /// alone, not the whole stream.
+    /// alone, not the whole stream. In a working view, the entries after the first
+    /// `story_settled`, which are settled history (see `LedgerView::settle`).
     pub story: Vec<u64>,
+    /// Leading entries of `story` out of the working view (0 in a whole view).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub story_settled: u64,
     /// Positions of the expiry reminders of the current (or last expired) plan: the ones
     /// `explain` tells. A new validity window, or a refund, starts the list again.
     pub reminders: Vec<u64>,
@@ -142,6 +150,7 @@ impl AppView {
             usage: BTreeMap::new(),
             adjustment_push_at: None,
             story: Vec::new(),
+            story_settled: 0,
             reminders: Vec::new(),
         }
     }

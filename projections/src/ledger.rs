@@ -8,7 +8,7 @@ use chat_ledger_events::{
     MoneyKind, StreamId,
 };
 
-use crate::app::{AppView, BillPush, DeadlineParts, MonthUsage};
+use crate::app::{is_zero, AppView, BillPush, DeadlineParts, MonthUsage};
 use crate::deadline::{Deadline, DeadlineKind, Subject};
 
 /// Version of the projection code. Raise it whenever `apply` or a view's shape changes:
@@ -78,6 +78,11 @@ pub struct AccountView {
     /// tells; never a cause nor told beside one, so `explain app` skips them (most of a
     /// long-lived account's stream).
     pub charges: Vec<u64>,
+    /// Leading entries of `story` and `charges` out of the working view (0 in a whole view).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub story_settled: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub charges_settled: u64,
     /// The money flows of the orders and bills [`LedgerView::settle`] took out of the
     /// working view, as one sum (charges negative, refunds positive), so the conservation
     /// check still adds up without them. `None` in a whole view.
@@ -285,6 +290,8 @@ impl LedgerView {
                         arrears: None,
                         story: Vec::new(),
                         charges: Vec::new(),
+                        story_settled: 0,
+                        charges_settled: 0,
                         settled_flows: None,
                     },
                 );
@@ -686,12 +693,42 @@ pub struct Settled {
     /// (app, month `YYYY-MM`, usage). A late login reopens a settled month: the month is
     /// restored ([`LedgerView::restore_month`]) before the login is decided or its count folded.
     pub months: Vec<(AppId, String, MonthUsage)>,
+    /// Runs of story lists: an app's or account's positions for `explain`, which only grow.
+    pub lists: Vec<SettledList>,
 }
 
 impl Settled {
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty() && self.bills.is_empty() && self.months.is_empty()
+        self.orders.is_empty() && self.bills.is_empty() && self.months.is_empty() && self.lists.is_empty()
     }
+}
+
+/// The story lists a view keeps for `explain`: an app's `story`; an account's `story` and
+/// `charges`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoryList {
+    Story,
+    Charges,
+}
+
+impl StoryList {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoryList::Story => "story",
+            StoryList::Charges => "charges",
+        }
+    }
+}
+
+/// A run of a story list settled out of the working view: entries `first..` of the list of
+/// `stream`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettledList {
+    pub stream: StreamId,
+    pub list: StoryList,
+    pub first: u64,
+    pub positions: Vec<u64>,
 }
 
 impl BillView {
@@ -767,6 +804,14 @@ impl LedgerView {
                 }
             }
         }
+        for (app, view) in &mut self.apps {
+            settle_list(&mut settled.lists, StreamId::app(*app), StoryList::Story, &mut view.story, &mut view.story_settled);
+        }
+        for (id, view) in &mut self.accounts {
+            let stream = StreamId::account(id);
+            settle_list(&mut settled.lists, stream.clone(), StoryList::Story, &mut view.story, &mut view.story_settled);
+            settle_list(&mut settled.lists, stream, StoryList::Charges, &mut view.charges, &mut view.charges_settled);
+        }
         for (_, order) in &settled.orders {
             self.move_settled_flow(&order.account, Self::order_flow(order), true)?;
         }
@@ -797,12 +842,40 @@ impl LedgerView {
                 view.usage.entry(month).or_insert(usage);
             }
         }
+        let mut lists = settled.lists;
+        lists.sort_by(|a, b| (&a.stream, a.list, a.first).cmp(&(&b.stream, b.list, b.first)));
+        for run in lists.chunk_by(|a, b| a.stream == b.stream && a.list == b.list) {
+            let (stream, list) = (&run[0].stream, run[0].list);
+            let (positions, settled_count) = match (stream.app_id(), stream.as_str().strip_prefix("account:")) {
+                (Some(app), _) => match self.apps.get_mut(&app) {
+                    Some(view) => (&mut view.story, &mut view.story_settled),
+                    None => continue,
+                },
+                (None, Some(account)) => match (self.accounts.get_mut(account), list) {
+                    (Some(view), StoryList::Story) => (&mut view.story, &mut view.story_settled),
+                    (Some(view), StoryList::Charges) => (&mut view.charges, &mut view.charges_settled),
+                    (None, _) => continue,
+                },
+                (None, None) => return Err(format!("settled {} of {stream}: not an app's or account's", list.as_str())),
+            };
+            *positions = whole_list(run, *settled_count, positions)
+                .map_err(|why| format!("{stream}'s settled {}: {why}", list.as_str()))?;
+            *settled_count = 0;
+        }
         Ok(())
     }
 
     /// Whether every account's settled flows were put back (see [`LedgerView::unsettle`]);
     /// if so, drops the emptied sums, and the view is whole.
     pub fn whole_again(&mut self) -> Result<(), String> {
+        let unsettled_app = self.apps.values().find(|a| a.story_settled > 0);
+        let unsettled_account = self.accounts.values().find(|a| a.story_settled + a.charges_settled > 0);
+        if let Some(app) = unsettled_app {
+            return Err(format!("app {}: settled story entries are missing", app.app));
+        }
+        if let Some(account) = unsettled_account {
+            return Err(format!("account {}: settled story entries are missing", account.account));
+        }
         for (id, account) in &mut self.accounts {
             if let Some(sum) = account.settled_flows {
                 if sum != KindAmounts::zero(sum.cash.currency()) {
@@ -825,3 +898,41 @@ impl LedgerView {
     }
 }
 
+/// Moves every entry of a story list out of the working view, as one settled run.
+fn settle_list(out: &mut Vec<SettledList>, stream: StreamId, list: StoryList, positions: &mut Vec<u64>, settled: &mut u64) {
+    if positions.is_empty() {
+        return;
+    }
+    let positions = std::mem::take(positions);
+    let first = *settled;
+    *settled += positions.len() as u64;
+    out.push(SettledList {
+        stream,
+        list,
+        first,
+        positions,
+    });
+}
+
+/// A whole story list: the settled runs (`runs`, in order of `first`) of its first
+/// `settled` entries, then `tail`. Runs at or past `settled` are left out: a save that
+/// stopped before its header wrote them, and `tail` holds them.
+pub fn whole_list(runs: &[SettledList], settled: u64, tail: &[u64]) -> Result<Vec<u64>, String> {
+    let mut whole = Vec::with_capacity(settled as usize + tail.len());
+    for run in runs.iter().filter(|r| r.first < settled) {
+        if run.first != whole.len() as u64 || run.first + run.positions.len() as u64 > settled {
+            return Err(format!(
+                "a run of entries {}..{} does not follow the {} entries before it",
+                run.first,
+                run.first + run.positions.len() as u64,
+                whole.len()
+            ));
+        }
+        whole.extend_from_slice(&run.positions);
+    }
+    if whole.len() as u64 != settled {
+        return Err(format!("{} of {settled} settled entries are stored", whole.len()));
+    }
+    whole.extend_from_slice(tail);
+    Ok(whole)
+}

@@ -13,5 +13,5 @@ pub use deadline::{Deadline, DeadlineKind, Subject};
 pub use digests::{DigestHashSet, DigestHasher, UserDigests};
 pub use ledger::{
     user_digest, AccountView, ArrearsView, BillStatus, BillView, LedgerView, OrderView, ProjectionError, RulebookView,
-    Settled, PROJECTION_VERSION,
+    whole_list, Settled, SettledList, StoryList, PROJECTION_VERSION,
 };
