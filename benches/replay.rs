@@ -627,9 +627,6 @@ fn measure(built: &Built, scale: Scale) -> Measured {
         zero.deadlines.len(),
         zero.streams.len()
     );
-    // The working view a snapshot at the head holds: the whole view less its settled history.
-    zero.settle().expect("the view settles");
-    let working_view_digest = digest(&serde_json::to_vec(&zero).expect("serialize"));
     // Startup from the snapshot stored at the head (stored again if this build's snapshot
     // format or projection version differs from the one that built the log).
     // `CHAT_LEDGER_BENCH_RESAVE=1` stores it again anyway (a view change during development,
@@ -642,7 +639,12 @@ fn measure(built: &Built, scale: Scale) -> Measured {
             "snapshot stored again (another projection version or snapshot format), app checkpoints and story segments caught up from scratch: {:.1} s",
             started.elapsed().as_secs_f64()
         );
+    } else {
+        zero.settle().expect("the view settles");
     }
+    // The working view a snapshot at the head holds: the whole view less its settled
+    // history (saving settles the view it stores).
+    let working_view_digest = digest(&serde_json::to_vec(&zero).expect("serialize"));
     drop(zero);
     let as_of_zero = replay::load_from_zero(&store, Some(built.as_of)).expect("replay as of");
     let want_as_of = digest(state_app_text(&as_of_zero, built.hot, Some(built.as_of)).as_bytes());
@@ -653,7 +655,6 @@ fn measure(built: &Built, scale: Scale) -> Measured {
         "the snapshot is at the head"
     );
     let snapshot_bytes = snapshot_bytes(&store);
-    let history_bytes = history_bytes(&store);
     // Startup is what `Ledger::open` does: the working view, from the snapshot's parts.
     let (st_min, st_med, view) = common::time_runs(runs.max(3), || replay::load_working(&store).expect("load"));
     assert_eq!(
@@ -663,6 +664,7 @@ fn measure(built: &Built, scale: Scale) -> Measured {
     );
     drop(view);
     // The whole view from the snapshot: its parts and every settled history part.
+    let history_bytes = history_bytes(&store);
     let (_, whole_med, view) = common::time_runs(runs.max(3), || replay::load(&store, None).expect("load"));
     assert_eq!(
         digest(&serde_json::to_vec(&view).expect("serialize")),
@@ -748,11 +750,18 @@ fn profile(what: &str, built: &Built) {
                 };
                 let size = |x: &dyn erased::Ser| x.len();
                 let lists = |v: &LedgerView| {
-                    let apps: usize = v.apps.values().map(|a| size(&a.story) + size(&a.reminders) + size(&a.unusable_periods)).sum();
+                    let apps: usize = v
+                        .apps
+                        .values()
+                        .map(|a| size(&a.story) + size(&a.reminders) + size(&a.unusable_periods))
+                        .sum();
                     let accounts: usize = v.accounts.values().map(|a| size(&a.story) + size(&a.charges)).sum();
                     (apps, accounts)
                 };
-                println!("position lists (apps' story+reminders+unusable periods, accounts' story+charges): {:?}", lists(&v));
+                println!(
+                    "position lists (apps' story+reminders+unusable periods, accounts' story+charges): {:?}",
+                    lists(&v)
+                );
                 let size = |x: &dyn erased::Ser| x.len();
                 format!(
                     "streams {} ({}), accounts {} ({}), apps {} ({}), orders {} ({}), bills {} ({}), deadlines {} ({}), usage months {}, user digests {}",
@@ -797,7 +806,10 @@ fn main() {
     println!("replay bench, scale {scale:?}");
     let [small_spec, large_spec] = specs(scale);
     if let Ok(what) = std::env::var("CHAT_LEDGER_REPLAY_PROFILE") {
-        let built = build_or_load(&large_spec, scale).expect("the large log");
+        // `CHAT_LEDGER_REPLAY_PROFILE_LOG=small`: the small log instead.
+        let small = std::env::var("CHAT_LEDGER_REPLAY_PROFILE_LOG").is_ok_and(|l| l == "small");
+        let spec = if small { &small_spec } else { &large_spec };
+        let built = build_or_load(spec, scale).expect("the log");
         return profile(&what, &built);
     }
     let mut results = Vec::new();

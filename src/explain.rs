@@ -216,7 +216,10 @@ impl<'a> Log<'a> {
         // (list, entries settled out of the view, entries it holds)
         type Held<'v> = (List, u64, &'v [u64]);
         let (lists, mut loose): (Vec<Held>, Vec<u64>) = match (app, account()) {
-            (Some(app), _) => (vec![(List::Story, app.story_settled, &app.story)], app.reminders.clone()),
+            (Some(app), _) => (
+                vec![(List::Story, app.story_settled, &app.story)],
+                app.reminders.clone(),
+            ),
             (None, Some(account)) if self.charges => (
                 vec![
                     (List::Story, account.story_settled, &account.story),

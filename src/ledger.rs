@@ -305,7 +305,10 @@ impl LoginMonths {
         app: AppId,
         at: Instant,
     ) -> Result<(), LedgerError> {
-        if self.last.is_some_and(|(a, start, end)| a == app && start <= at && at < end) {
+        if self
+            .last
+            .is_some_and(|(a, start, end)| a == app && start <= at && at < end)
+        {
             return Ok(());
         }
         let month = book.month_of(at);
@@ -523,7 +526,13 @@ impl Ledger {
             builder.fire_due(input.at);
             if let Command::Login { app, logged_in_at, .. } = &input.command {
                 let mut months = LoginMonths::default();
-                months.restore(self.store.as_ref(), builder.state, &self.book, *app, logged_in_at.unwrap_or(input.at))?;
+                months.restore(
+                    self.store.as_ref(),
+                    builder.state,
+                    &self.book,
+                    *app,
+                    logged_in_at.unwrap_or(input.at),
+                )?;
             }
             let first_seq = builder.state.seq + 1;
             let refusal = builder.commit_input(input);
@@ -581,7 +590,13 @@ impl Ledger {
             }
             let mut months = LoginMonths::default();
             for row in chunk {
-                months.restore(self.store.as_ref(), &mut self.state, &self.book, row.app, row.logged_in_at)?;
+                months.restore(
+                    self.store.as_ref(),
+                    &mut self.state,
+                    &self.book,
+                    row.app,
+                    row.logged_in_at,
+                )?;
             }
             let expected_head = self.head();
             let mut builder = BatchBuilder {

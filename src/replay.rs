@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chat_ledger_events::{decode, AccountId, AppId, Currency, Envelope, Hash, Instant, StreamId};
 use chat_ledger_events::EventBody;
+use chat_ledger_events::{decode, AccountId, AppId, Currency, Envelope, Hash, Instant, StreamId};
 use chat_ledger_projections::{
     whole_list, AccountView, AppView, BillView, Deadline, LedgerView, MonthUsage, OrderView, RulebookView, Settled,
     SettledList, StoryList, UserDigests, PROJECTION_VERSION,
@@ -144,7 +144,11 @@ fn list_part_name(stream: &StreamId, list: StoryList, first: u64) -> String {
 const NAME_RANGE_END: &str = "\u{10FFFF}";
 
 /// The parts under `prefix` written at or before position `seq`, in name order.
-fn history_parts_in<T: DeserializeOwned>(store: &dyn EventStore, prefix: &str, seq: u64) -> Result<Vec<T>, ReplayError> {
+fn history_parts_in<T: DeserializeOwned>(
+    store: &dyn EventStore,
+    prefix: &str,
+    seq: u64,
+) -> Result<Vec<T>, ReplayError> {
     let mut out = Vec::new();
     for (name, bytes) in store.snapshots_in(prefix, &format!("{prefix}{NAME_RANGE_END}"))? {
         let part = serde_json::from_slice::<Part<T>>(&bytes).map_err(|e| ReplayError::Corrupt {
@@ -160,7 +164,11 @@ fn history_parts_in<T: DeserializeOwned>(store: &dyn EventStore, prefix: &str, s
 
 /// The settled months under `prefix` (every app's, or one app's), each the latest written
 /// at or before position `seq`.
-fn read_months(store: &dyn EventStore, prefix: &str, seq: u64) -> Result<Vec<(AppId, String, MonthUsage)>, ReplayError> {
+fn read_months(
+    store: &dyn EventStore,
+    prefix: &str,
+    seq: u64,
+) -> Result<Vec<(AppId, String, MonthUsage)>, ReplayError> {
     let mut months: Vec<(AppId, String, MonthUsage)> = Vec::new();
     // In name order, a month's parts follow each other, by position.
     for (app, month, usage) in history_parts_in::<(AppId, String, MonthUsage)>(store, prefix, seq)? {
@@ -218,7 +226,10 @@ fn history_parts(settled: &Settled, seq: u64) -> Vec<(String, Vec<u8>)> {
         parts.push((month_part_name(*app, month, seq), json(&PartRef { seq, view: entry })));
     }
     for run in &settled.lists {
-        parts.push((list_part_name(&run.stream, run.list, run.first), json(&PartRef { seq, view: run })));
+        parts.push((
+            list_part_name(&run.stream, run.list, run.first),
+            json(&PartRef { seq, view: run }),
+        ));
     }
     parts
 }
@@ -265,8 +276,12 @@ pub fn load(store: &dyn EventStore, until: Option<Instant>) -> Result<LedgerView
         Some(mut working) => {
             let history = read_history(store, working.seq)?;
             let seq = working.seq;
-            working.unsettle(history).map_err(|reason| ReplayError::Corrupt { seq, reason })?;
-            working.whole_again().map_err(|reason| ReplayError::Corrupt { seq, reason })?;
+            working
+                .unsettle(history)
+                .map_err(|reason| ReplayError::Corrupt { seq, reason })?;
+            working
+                .whole_again()
+                .map_err(|reason| ReplayError::Corrupt { seq, reason })?;
             working
         }
         None => LedgerView::default(),
@@ -279,7 +294,12 @@ pub fn load(store: &dyn EventStore, until: Option<Instant>) -> Result<LedgerView
 /// How many users a settled month of app `app` counted, as stored at or before position
 /// `seq` (`None`: no such settled month), read from the part's text without decoding the
 /// users' digests: what `explain` tells of a month it does not hold.
-pub fn settled_month_users(store: &dyn EventStore, app: AppId, month: &str, seq: u64) -> Result<Option<u64>, ReplayError> {
+pub fn settled_month_users(
+    store: &dyn EventStore,
+    app: AppId,
+    month: &str,
+    seq: u64,
+) -> Result<Option<u64>, ReplayError> {
     #[derive(Deserialize)]
     struct Users<'a> {
         #[serde(borrow)]
@@ -316,7 +336,12 @@ pub fn load_working(store: &dyn EventStore) -> Result<LedgerView, ReplayError> {
 /// settled history stored at or before the view's position, if it is there: what a count
 /// into that month (a late login) is decided and folded on. Nothing to do when the view
 /// has the month, or the app, or the month never had usage.
-pub fn restore_month(store: &dyn EventStore, view: &mut LedgerView, app: AppId, month: &str) -> Result<(), ReplayError> {
+pub fn restore_month(
+    store: &dyn EventStore,
+    view: &mut LedgerView,
+    app: AppId,
+    month: &str,
+) -> Result<(), ReplayError> {
     let lacks = view.apps.get(&app).is_some_and(|a| !a.usage.contains_key(month));
     if !lacks {
         return Ok(());
@@ -465,7 +490,10 @@ impl Spacing {
 /// gives it (decisions on it are the same: see [`load_working`]). If a write fails, the
 /// settled history is put back into `view`.
 pub fn save_snapshot_with(store: &dyn EventStore, view: &mut LedgerView, spacing: Spacing) -> Result<(), StoreError> {
-    assert!(spacing.checkpoint_versions > 0, "a checkpoint interval of at least one version");
+    assert!(
+        spacing.checkpoint_versions > 0,
+        "a checkpoint interval of at least one version"
+    );
     view.check_conservation().map_err(|reason| {
         StoreError::Corrupt(format!(
             "the projections at event {} do not conserve money: {reason}",
@@ -838,8 +866,22 @@ pub fn make_whole(store: &dyn EventStore, view: &mut LedgerView) -> Result<(), R
     }
     for (id, account) in &mut view.accounts {
         let stream = StreamId::account(id);
-        let story = story_positions(store, &stream, StoryList::Story, account.story_settled, &account.story, seq)?;
-        let charges = story_positions(store, &stream, StoryList::Charges, account.charges_settled, &account.charges, seq)?;
+        let story = story_positions(
+            store,
+            &stream,
+            StoryList::Story,
+            account.story_settled,
+            &account.story,
+            seq,
+        )?;
+        let charges = story_positions(
+            store,
+            &stream,
+            StoryList::Charges,
+            account.charges_settled,
+            &account.charges,
+            seq,
+        )?;
         (account.story, account.charges) = (story, charges);
         (account.story_settled, account.charges_settled) = (0, 0);
         account.settled_flows = None;

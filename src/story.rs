@@ -1,5 +1,6 @@
 //! Story segments: copies of the events of an app's or an account's story (the positions
-//! its view keeps for `explain`: `story`, `charges`), eight a record, so that `explain`
+//! its view keeps for `explain`: `story`, `charges`; a working view holds those after the
+//! runs settled out of it, `replay::story_positions` the whole list), eight a record, so that `explain`
 //! reads a long-lived app's history in one range read of adjacent records instead of one
 //! seek per event scattered over the whole log.
 //!
@@ -164,7 +165,8 @@ fn catch_up(
     if from == due {
         return Ok(());
     }
-    let positions = replay::story_positions(store, stream, list, settled, held, seq).map_err(replay::replay_to_store)?;
+    let positions =
+        replay::story_positions(store, stream, list, settled, held, seq).map_err(replay::replay_to_store)?;
     for first in (from..due).step_by(every) {
         let chunk = &positions[first..first + every];
         let events = store.read_positions(chunk)?;

@@ -66,10 +66,18 @@ fn assert_parts_agree(
         for (month, usage) in &full.apps[id].usage {
             if !app.usage.contains_key(month) {
                 let users = replay::settled_month_users(store, *id, month, part.seq).unwrap();
-                assert_eq!(users, Some(usage.users.len() as u64), "{name}: app {id}, {month} counted");
+                assert_eq!(
+                    users,
+                    Some(usage.users.len() as u64),
+                    "{name}: app {id}, {month} counted"
+                );
             }
             replay::restore_month(store, &mut part, *id, month).unwrap();
-            assert_eq!(part.apps[id].usage.get(month), Some(usage), "{name}: app {id}, {month} restored");
+            assert_eq!(
+                part.apps[id].usage.get(month),
+                Some(usage),
+                "{name}: app {id}, {month} restored"
+            );
         }
         replay::make_whole(store, &mut part).unwrap();
         assert_eq!(part.apps.get(id), full.apps.get(id), "{name}: app {id} made whole");
@@ -582,7 +590,11 @@ fn settling_at_every_save_decides_the_same_log() {
                 drop(ledger);
                 ledger = reopen();
             }
-            assert_eq!(ledger.head(), straight.head(), "{name}, saves at parity {parity}: the same log");
+            assert_eq!(
+                ledger.head(),
+                straight.head(),
+                "{name}, saves at parity {parity}: the same log"
+            );
             let store = ledger.store();
             let full = replay::load_from_zero(store, None).unwrap();
             assert_eq!(replay::load(store, None).unwrap(), full, "{name}: whole again");
@@ -592,7 +604,10 @@ fn settling_at_every_save_decides_the_same_log() {
                 settled.settle().unwrap();
                 assert_eq!(ledger.state(), &settled, "{name}: the working view");
             }
-            let prefix = format!("{SNAPSHOT_NAME}/history/v{}/", chat_ledger_projections::PROJECTION_VERSION);
+            let prefix = format!(
+                "{SNAPSHOT_NAME}/history/v{}/",
+                chat_ledger_projections::PROJECTION_VERSION
+            );
             for (name, _) in store.snapshots_in(&prefix, &format!("{prefix}~")).unwrap() {
                 let kind = ["order/", "bill/", "month/", "list/"]
                     .iter()
@@ -603,7 +618,10 @@ fn settling_at_every_save_decides_the_same_log() {
         }
     }
     // Not a vacuous pass: each kind of settled history was written.
-    assert!(history.iter().all(|n| *n > 0), "history parts (orders, bills, months, lists): {history:?}");
+    assert!(
+        history.iter().all(|n| *n > 0),
+        "history parts (orders, bills, months, lists): {history:?}"
+    );
 }
 
 /// `explain` on the snapshot's parts (apps without their settled months) tells what it

@@ -268,7 +268,11 @@ mod tests {
         for n in [0u64, 1, 2, 3, 7, 100] {
             let digests: UserDigests = (0..n).map(spread).collect();
             let text = serde_json::to_value(&digests).unwrap();
-            assert_eq!(UserDigests::count_in_text(text.as_str().unwrap()), Some(n as usize), "{n} digests");
+            assert_eq!(
+                UserDigests::count_in_text(text.as_str().unwrap()),
+                Some(n as usize),
+                "{n} digests"
+            );
         }
         assert_eq!(UserDigests::count_in_text("AAAA"), None, "3 bytes are no digest");
     }

@@ -773,8 +773,15 @@ impl LedgerView {
         let mismatch = || "currency differs from the balance's".to_owned();
         let flow = flow.ok_or_else(mismatch)?;
         let view = self.account_mut(account)?;
-        let sum = view.settled_flows.get_or_insert(KindAmounts::zero(flow.cash.currency()));
-        *sum = if into { sum.checked_add(&flow) } else { sum.checked_sub(&flow) }.ok_or_else(mismatch)?;
+        let sum = view
+            .settled_flows
+            .get_or_insert(KindAmounts::zero(flow.cash.currency()));
+        *sum = if into {
+            sum.checked_add(&flow)
+        } else {
+            sum.checked_sub(&flow)
+        }
+        .ok_or_else(mismatch)?;
         Ok(())
     }
 
@@ -805,12 +812,30 @@ impl LedgerView {
             }
         }
         for (app, view) in &mut self.apps {
-            settle_list(&mut settled.lists, StreamId::app(*app), StoryList::Story, &mut view.story, &mut view.story_settled);
+            settle_list(
+                &mut settled.lists,
+                StreamId::app(*app),
+                StoryList::Story,
+                &mut view.story,
+                &mut view.story_settled,
+            );
         }
         for (id, view) in &mut self.accounts {
             let stream = StreamId::account(id);
-            settle_list(&mut settled.lists, stream.clone(), StoryList::Story, &mut view.story, &mut view.story_settled);
-            settle_list(&mut settled.lists, stream, StoryList::Charges, &mut view.charges, &mut view.charges_settled);
+            settle_list(
+                &mut settled.lists,
+                stream.clone(),
+                StoryList::Story,
+                &mut view.story,
+                &mut view.story_settled,
+            );
+            settle_list(
+                &mut settled.lists,
+                stream,
+                StoryList::Charges,
+                &mut view.charges,
+                &mut view.charges_settled,
+            );
         }
         for (_, order) in &settled.orders {
             self.move_settled_flow(&order.account, Self::order_flow(order), true)?;
@@ -856,7 +881,12 @@ impl LedgerView {
                     (Some(view), StoryList::Charges) => (&mut view.charges, &mut view.charges_settled),
                     (None, _) => continue,
                 },
-                (None, None) => return Err(format!("settled {} of {stream}: not an app's or account's", list.as_str())),
+                (None, None) => {
+                    return Err(format!(
+                        "settled {} of {stream}: not an app's or account's",
+                        list.as_str()
+                    ))
+                }
             };
             *positions = whole_list(run, *settled_count, positions)
                 .map_err(|why| format!("{stream}'s settled {}: {why}", list.as_str()))?;
@@ -874,7 +904,10 @@ impl LedgerView {
             return Err(format!("app {}: settled story entries are missing", app.app));
         }
         if let Some(account) = unsettled_account {
-            return Err(format!("account {}: settled story entries are missing", account.account));
+            return Err(format!(
+                "account {}: settled story entries are missing",
+                account.account
+            ));
         }
         for (id, account) in &mut self.accounts {
             if let Some(sum) = account.settled_flows {
@@ -892,14 +925,26 @@ impl LedgerView {
 
     /// Puts a settled month back before a late login into it is decided or folded.
     pub fn restore_month(&mut self, app: AppId, month: String, usage: MonthUsage) {
-        let view = self.apps.get_mut(&app).expect("a month is restored into an app of the view");
+        let view = self
+            .apps
+            .get_mut(&app)
+            .expect("a month is restored into an app of the view");
         let previous = view.usage.insert(month, usage);
-        assert!(previous.is_none(), "a month is restored only where the working view lacks it");
+        assert!(
+            previous.is_none(),
+            "a month is restored only where the working view lacks it"
+        );
     }
 }
 
 /// Moves every entry of a story list out of the working view, as one settled run.
-fn settle_list(out: &mut Vec<SettledList>, stream: StreamId, list: StoryList, positions: &mut Vec<u64>, settled: &mut u64) {
+fn settle_list(
+    out: &mut Vec<SettledList>,
+    stream: StreamId,
+    list: StoryList,
+    positions: &mut Vec<u64>,
+    settled: &mut u64,
+) {
     if positions.is_empty() {
         return;
     }

@@ -12,6 +12,6 @@ pub use app::{AppStatus, AppView, ExpiredView, HoldView, MonthUsage, Pending, Pl
 pub use deadline::{Deadline, DeadlineKind, Subject};
 pub use digests::{DigestHashSet, DigestHasher, UserDigests};
 pub use ledger::{
-    user_digest, AccountView, ArrearsView, BillStatus, BillView, LedgerView, OrderView, ProjectionError, RulebookView,
-    whole_list, Settled, SettledList, StoryList, PROJECTION_VERSION,
+    user_digest, whole_list, AccountView, ArrearsView, BillStatus, BillView, LedgerView, OrderView, ProjectionError,
+    RulebookView, Settled, SettledList, StoryList, PROJECTION_VERSION,
 };
