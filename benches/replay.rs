@@ -463,7 +463,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Bytes of the stored snapshot, every part.
 /// Bytes of the settled history parts (`projections/history/v<PROJECTION_VERSION>/…`).
 fn history_bytes(store: &SledStore) -> usize {
     let prefix = format!("{}/history/v{PROJECTION_VERSION}/", replay::SNAPSHOT_NAME);
@@ -475,6 +474,7 @@ fn history_bytes(store: &SledStore) -> usize {
         .sum()
 }
 
+/// Bytes of the stored snapshot, every part.
 fn snapshot_bytes(store: &SledStore) -> usize {
     let view = replay::load_working(store).expect("load");
     let mut total = store
@@ -663,15 +663,6 @@ fn measure(built: &Built, scale: Scale) -> Measured {
         "the snapshot gives the working view of the projections replayed from 0"
     );
     drop(view);
-    // The whole view from the snapshot: its parts and every settled history part.
-    let history_bytes = history_bytes(&store);
-    let (_, whole_med, view) = common::time_runs(runs.max(3), || replay::load(&store, None).expect("load"));
-    assert_eq!(
-        digest(&serde_json::to_vec(&view).expect("serialize")),
-        zero_view_digest,
-        "the snapshot and its settled history give the projections replayed from 0"
-    );
-    drop(view);
 
     // Queries, as the CLI runs them (after opening the store): load, look up, render.
     let budget = Duration::from_millis(if scale == Scale::Smoke { 200 } else { 20_000 });
@@ -694,6 +685,16 @@ fn measure(built: &Built, scale: Scale) -> Measured {
             "state app --as-of answers as from 0"
         );
     });
+    // Last, after the queries: it reads half a gigabyte of history parts at 10 M.
+    // The whole view from the snapshot: its parts and every settled history part.
+    let history_bytes = history_bytes(&store);
+    let (_, whole_med, view) = common::time_runs(runs.max(3), || replay::load(&store, None).expect("load"));
+    assert_eq!(
+        digest(&serde_json::to_vec(&view).expect("serialize")),
+        zero_view_digest,
+        "the snapshot and its settled history give the projections replayed from 0"
+    );
+    drop(view);
 
     Measured {
         events: built.events,
@@ -739,7 +740,9 @@ fn profile(what: &str, built: &Built) {
         .and_then(|r| r.parse().ok())
         .unwrap_or(10);
     let started = WallClock::now();
+    let mut each = Vec::with_capacity(runs);
     for _ in 0..runs {
+        let run_started = WallClock::now();
         let text = match what {
             "zero" => replay::load_from_zero(&store, None).expect("replay").seq.to_string(),
             "sizes" | "working-sizes" => {
@@ -794,10 +797,17 @@ fn profile(what: &str, built: &Built) {
             println!("{text}");
         }
         std::hint::black_box(text);
+        each.push(run_started.elapsed());
     }
+    let first = each[0];
+    each.sort();
     println!(
-        "{what}: {runs} runs, {:.2} ms each",
-        ms(started.elapsed()) / runs as f64
+        "{what}: {runs} runs, {:.2} ms each (first {:.2}, p50 {:.2}, p99 {:.2}, max {:.2} ms)",
+        ms(started.elapsed()) / runs as f64,
+        ms(first),
+        ms(common::percentile(&each, 50)),
+        ms(common::percentile(&each, 99)),
+        ms(each.iter().copied().max().unwrap_or_default())
     );
 }
 
