@@ -455,6 +455,15 @@ fn sample(min: usize, max: usize, budget: Duration, mut f: impl FnMut()) -> Vec<
         f();
         out.push(t.elapsed());
     }
+    // Where the slowest samples fell (a tail of first samples is a cold cache).
+    let mut order: Vec<usize> = (0..out.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(out[*i]));
+    let slowest: Vec<String> = order
+        .iter()
+        .take(3)
+        .map(|i| format!("#{i} {:.2} ms", ms(out[*i])))
+        .collect();
+    println!("  slowest samples (of {}): {}", out.len(), slowest.join(", "));
     out.sort();
     out
 }
