@@ -771,27 +771,19 @@ fn main() {
         their_rate,
         "cmd/s",
     );
-    common::report(
-        "rebuild (load_from_zero), best of 3",
-        common::rate(count, rebuild_min),
-        "cqrs-es load every aggregate",
-        common::rate(count, their_replay),
-        "cmd/s",
-    );
-    common::report(
-        "whole view from the snapshot + history, best of 3",
-        common::rate(count, snapshot_min),
-        "cqrs-es load every aggregate",
-        common::rate(count, their_replay),
-        "cmd/s",
-    );
-    common::report(
-        "startup: working view from the snapshot, best of 3",
-        common::rate(count, working_min),
-        "cqrs-es load every aggregate",
-        common::rate(count, their_replay),
-        "cmd/s",
-    );
+    for (what, best) in [
+        ("rebuild (load_from_zero), best of 3", rebuild_min),
+        ("whole view from the snapshot + history, best of 3", snapshot_min),
+        ("startup: working view from the snapshot, best of 3", working_min),
+    ] {
+        common::report(
+            what,
+            common::rate(count, best),
+            "cqrs-es load every aggregate",
+            common::rate(count, their_replay),
+            "cmd/s",
+        );
+    }
     println!(
         "  (medians: rebuild {:.3} s, whole view {:.3} s, working view {:.3} s)",
         rebuild_median.as_secs_f64(),

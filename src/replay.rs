@@ -34,7 +34,7 @@ const CHECKPOINT_PARTS_PER_WRITE: usize = 1024;
 /// query about one app reads that app alone. 3: and every story segment due is written
 /// before the header (`crate::story`). 4: the parts hold the *working* view; the settled
 /// history ([`chat_ledger_projections::Settled`]) is stored apart, one history part per
-/// order, bill and settled month, written once (see [`save_snapshot_with`]). A snapshot of
+/// order, bill, settled month and settled run of a story list (see [`save_snapshot_with`]). A snapshot of
 /// another format is ignored.
 pub const SNAPSHOT_FORMAT: u32 = 4;
 
@@ -124,8 +124,12 @@ fn bill_part_name(account: &AccountId, bill: &str) -> String {
     format!("{}bill/{account}/{bill}", history_prefix())
 }
 
+fn app_months_prefix(app: AppId) -> String {
+    format!("{}month/{app}/", history_prefix())
+}
+
 fn month_part_prefix(app: AppId, month: &str) -> String {
-    format!("{}month/{app}/{month}/", history_prefix())
+    format!("{}{month}/", app_months_prefix(app))
 }
 
 fn month_part_name(app: AppId, month: &str, seq: u64) -> String {
@@ -860,7 +864,7 @@ pub fn make_whole(store: &dyn EventStore, view: &mut LedgerView) -> Result<(), R
         let stream = StreamId::app(*id);
         app.story = story_positions(store, &stream, StoryList::Story, app.story_settled, &app.story, seq)?;
         app.story_settled = 0;
-        for (_, month, usage) in read_months(store, &format!("{}month/{id}/", history_prefix()), seq)? {
+        for (_, month, usage) in read_months(store, &app_months_prefix(*id), seq)? {
             app.usage.entry(month).or_insert(usage);
         }
     }

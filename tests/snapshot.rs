@@ -39,6 +39,16 @@ fn import_lines(ledger: &mut Ledger, path: &Path, lines: &[&str]) {
     import::import(ledger, &source, &lines.concat(), 7, |_| {}).unwrap_or_else(|e| panic!("{source}: {e}"));
 }
 
+/// A ledger in memory holding fixture `name` (`replay-fixtures/<name>`), imported whole.
+fn ledger_with(name: &str) -> Ledger {
+    let path = fixtures().into_iter().find(|p| p.ends_with(name)).unwrap();
+    let all = lines(&path);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut ledger = ledger_on(Box::new(MemoryStore::new()));
+    import_lines(&mut ledger, &path, &all);
+    ledger
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -185,14 +195,7 @@ fn a_snapshot_behind_the_head_is_not_used_for_one_app() {
 
 #[test]
 fn a_snapshot_of_another_format_or_torn_is_ignored() {
-    let path = fixtures()
-        .into_iter()
-        .find(|p| p.ends_with("arrears-and-top-up.jsonl"))
-        .unwrap();
-    let all = lines(&path);
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let mut ledger = ledger_on(Box::new(MemoryStore::new()));
-    import_lines(&mut ledger, &path, &all);
+    let mut ledger = ledger_with("arrears-and-top-up.jsonl");
     let store = ledger.store();
     let full = replay::load_from_zero(store, None).unwrap();
 
@@ -325,14 +328,7 @@ fn an_app_as_of_any_instant_from_its_checkpoints_is_what_a_replay_gives() {
 
 #[test]
 fn a_checkpoint_of_another_log_or_projection_version_is_not_used() {
-    let path = fixtures()
-        .into_iter()
-        .find(|p| p.ends_with("expiry-suspension-reclamation.jsonl"))
-        .unwrap();
-    let all = lines(&path);
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let mut ledger = ledger_on(Box::new(MemoryStore::new()));
-    import_lines(&mut ledger, &path, &all);
+    let mut ledger = ledger_with("expiry-suspension-reclamation.jsonl");
     ledger.save_snapshot_with(spacing(2)).unwrap();
     let store = ledger.store();
     let full = replay::load_from_zero(store, None).unwrap();
@@ -512,14 +508,7 @@ fn story_segments_that_disagree_with_the_log_are_not_read() {
     use chat_ledger::story::{self, List};
     use chat_ledger_events::StreamId;
 
-    let path = fixtures()
-        .into_iter()
-        .find(|p| p.ends_with("expiry-suspension-reclamation.jsonl"))
-        .unwrap();
-    let all = lines(&path);
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let mut ledger = ledger_on(Box::new(MemoryStore::new()));
-    import_lines(&mut ledger, &path, &all);
+    let ledger = ledger_with("expiry-suspension-reclamation.jsonl");
     let store = ledger.store();
     let app = ledger.state().apps.values().find(|a| a.story.len() >= 2).unwrap();
     let stream = StreamId::app(app.app);
@@ -631,4 +620,28 @@ fn settling_at_every_save_decides_the_same_log() {
         history.iter().all(|n| *n > 0),
         "history parts (orders, bills, months, lists): {history:?}"
     );
+}
+
+/// A settled history part that no longer reads is not skipped: the whole view would lack
+/// it and the working view would still count its money, so `load` refuses, naming the
+/// part, while the working view (which does not read it) still loads.
+#[test]
+fn a_history_part_that_does_not_read_is_an_error_naming_it() {
+    let mut ledger = ledger_with("arrears-and-top-up.jsonl");
+    ledger.save_snapshot().unwrap();
+    let store = ledger.store();
+    let prefix = format!(
+        "{SNAPSHOT_NAME}/history/v{}/bill/",
+        chat_ledger_projections::PROJECTION_VERSION
+    );
+    let (name, _) = store
+        .snapshots_in(&prefix, &format!("{prefix}~"))
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("a paid bill was settled");
+    store.put_snapshot(&name, b"not a part").unwrap();
+    let error = replay::load(store, None).unwrap_err().to_string();
+    assert!(error.contains(&name), "the error names the part: {error}");
+    assert_eq!(replay::load_working(store).unwrap(), *ledger.state());
 }

@@ -697,12 +697,6 @@ pub struct Settled {
     pub lists: Vec<SettledList>,
 }
 
-impl Settled {
-    pub fn is_empty(&self) -> bool {
-        self.orders.is_empty() && self.bills.is_empty() && self.months.is_empty() && self.lists.is_empty()
-    }
-}
-
 /// The story lists a view keeps for `explain`: an app's `story`; an account's `story` and
 /// `charges`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
