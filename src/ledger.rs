@@ -2,8 +2,7 @@
 //! (input → decide → seal → evolve), appends them in acknowledged batches, and fires the
 //! deadlines that the clock passes, in the documented order.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{btree_map, BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use chat_ledger_events::{
@@ -90,6 +89,51 @@ fn keyed_digest(mac: &Hmac<Sha256>, user: &str) -> u128 {
     mac.update(user.as_bytes());
     let bytes = mac.finalize().into_bytes();
     u128::from_be_bytes(bytes[..16].try_into().expect("16 bytes"))
+}
+
+/// The vault keys of a chunk's apps (`None`: reclaimed, its users digest to 0).
+type ChunkKeys = BTreeMap<AppId, Option<[u8; 32]>>;
+
+/// The key of the `login_batch` input whose rows start at `line` of a bulk file.
+fn login_batch_key(file_digest: &str, line: u64) -> Key {
+    Key::new(format!("logins/{file_digest}/{line}")).expect("derived keys are well-formed")
+}
+
+/// The vault key of each app of `chunk`, as `key` gives it.
+fn chunk_keys(
+    chunk: &[RawLogin],
+    mut key: impl FnMut(AppId) -> Result<Option<[u8; 32]>, LedgerError>,
+) -> Result<ChunkKeys, LedgerError> {
+    let mut keys = ChunkKeys::new();
+    for row in chunk {
+        if let btree_map::Entry::Vacant(slot) = keys.entry(row.app) {
+            slot.insert(key(row.app)?);
+        }
+    }
+    Ok(keys)
+}
+
+/// The chunk's user digests under `keys` (which holds every app of the chunk).
+fn digest_users(chunk: &[RawLogin], keys: &ChunkKeys) -> Vec<u128> {
+    let macs: BTreeMap<AppId, Option<Hmac<Sha256>>> = keys
+        .iter()
+        .map(|(app, key)| (*app, key.as_ref().map(digest_mac)))
+        .collect();
+    let mut last: Option<(AppId, Option<&Hmac<Sha256>>)> = None;
+    chunk
+        .iter()
+        .map(|row| {
+            let mac = match last {
+                Some((app, mac)) if app == row.app => mac,
+                _ => {
+                    let mac = macs[&row.app].as_ref();
+                    last = Some((row.app, mac));
+                    mac
+                }
+            };
+            mac.map_or(0, |mac| keyed_digest(mac, &row.user))
+        })
+        .collect()
 }
 
 /// One row of a bulk login file.
@@ -376,14 +420,23 @@ impl Ledger {
 
     /// The app's vault key, created on first use; `None` once the app was reclaimed.
     fn vault_key(&mut self, app: AppId) -> Result<Option<[u8; 32]>, LedgerError> {
+        if let Some(key) = self.known_vault_key(app)? {
+            return Ok(Some(key));
+        }
         if self.state.apps.get(&app).is_some_and(|a| a.reclaimed_at.is_some()) {
             return Ok(None);
         }
-        if let Some(key) = self.store.app_key(app)? {
-            return Ok(Some(key));
-        }
         let fresh = self.keys.new_key(app);
         Ok(Some(self.store.put_app_key(app, fresh)?))
+    }
+
+    /// The app's key if it has one now, without making one: `None` for a reclaimed app
+    /// (its key is destroyed) and for an app that never had one.
+    fn known_vault_key(&self, app: AppId) -> Result<Option<[u8; 32]>, LedgerError> {
+        if self.state.apps.get(&app).is_some_and(|a| a.reclaimed_at.is_some()) {
+            return Ok(None);
+        }
+        Ok(self.store.app_key(app)?)
     }
 
     /// The input as the log records it: a login's user id replaced by its per-app digest
@@ -564,112 +617,139 @@ impl Ledger {
             ..LoginSummary::default()
         };
         let start_seq = self.head().seq;
-        let key_of =
-            |line: u64| Key::new(format!("logins/{file_digest}/{line}")).expect("derived keys are well-formed");
-        for chunk in rows.chunks(chunk_rows) {
-            if self.store.key_record(&key_of(chunk[0].line))?.is_some() {
-                summary.rows_already_recorded += chunk.len() as u64;
-                continue;
-            }
-            let mut digested = Vec::with_capacity(chunk.len());
-            // Each app's keyed HMAC state, looked up once per chunk (keys change only
-            // between chunks: a reclamation destroys one).
-            let mut macs: HashMap<AppId, Option<Hmac<Sha256>>> = HashMap::new();
-            for row in chunk {
-                let mac = match macs.entry(row.app) {
-                    Entry::Occupied(known) => known.into_mut(),
-                    Entry::Vacant(slot) => slot.insert(self.vault_key(row.app)?.map(|key| digest_mac(&key))),
-                };
-                let user = mac.as_ref().map_or(0, |mac| keyed_digest(mac, &row.user));
-                digested.push(LoginRow {
-                    app: row.app,
-                    user,
-                    logged_in_at: row.logged_in_at,
-                    login: LoginName::Line { source, line: row.line },
-                });
-            }
-            let mut months = LoginMonths::default();
-            for row in chunk {
-                months.restore(
-                    self.store.as_ref(),
-                    &mut self.state,
-                    &self.book,
-                    row.app,
-                    row.logged_in_at,
-                )?;
-            }
-            let expected_head = self.head();
-            let mut builder = BatchBuilder {
-                state: &mut self.state,
-                book: &self.book,
-                commits: Vec::new(),
-            };
-            let mut piece_start = 0;
-            let commit_piece = |builder: &mut BatchBuilder, from: usize, to: usize| {
-                let piece = &chunk[from..to];
-                let clock = builder.state.clock.unwrap_or(piece[0].logged_in_at);
-                let at = piece.iter().map(|r| r.logged_in_at).fold(clock, Instant::max);
-                // The SHA-256 of the rows' `app,user,logged_in_at` lines. Logins come in
-                // runs of one app and of one second: each text is made once per run.
-                let mut hasher = Sha256::new();
-                let (mut app_text, mut at_text) = (String::new(), String::new());
-                let (mut app_of_text, mut at_of_text) = (None, None);
-                for row in piece {
-                    if app_of_text != Some(row.app) {
-                        app_text.clear();
-                        write!(app_text, "{},", row.app).expect("writes to a String");
-                        app_of_text = Some(row.app);
-                    }
-                    if at_of_text != Some(row.logged_in_at) {
-                        at_text.clear();
-                        writeln!(at_text, ",{}", row.logged_in_at).expect("writes to a String");
-                        at_of_text = Some(row.logged_in_at);
-                    }
-                    hasher.update(app_text.as_bytes());
-                    hasher.update(row.user.as_bytes());
-                    hasher.update(at_text.as_bytes());
+        let chunks: Vec<&[RawLogin]> = rows.chunks(chunk_rows).collect();
+        // The users' HMACs are a quarter of the work: the next chunk's are computed on
+        // another core while this one is decided and appended, with the keys its apps
+        // have now. A key that changes meanwhile (a reclamation destroys one, a new app
+        // gets one) is caught when that chunk starts, and its digests are made again.
+        std::thread::scope(|scope| -> Result<(), LedgerError> {
+            let mut ahead: Option<(ChunkKeys, std::thread::ScopedJoinHandle<Vec<u128>>)> = None;
+            for (number, &chunk) in chunks.iter().enumerate() {
+                if self
+                    .store
+                    .key_record(&login_batch_key(file_digest, chunk[0].line))?
+                    .is_some()
+                {
+                    summary.rows_already_recorded += chunk.len() as u64;
+                    continue;
                 }
-                let input = Input {
-                    key: key_of(piece[0].line),
-                    at,
-                    actor: Actor::System,
-                    command: Command::LoginBatch {
-                        source: source.to_owned(),
-                        first_line: piece[0].line,
-                        last_line: piece[piece.len() - 1].line,
-                        rows: piece.len() as u64,
-                        sha256: hex::encode(hasher.finalize()),
-                    },
+                let keys = chunk_keys(chunk, |app| self.vault_key(app))?;
+                let users = match ahead.take() {
+                    Some((used, digests)) if used == keys => digests.join().expect("user digests do not panic"),
+                    _ => digest_users(chunk, &keys),
                 };
-                builder.adopt_rulebook(at);
-                builder.commit_login_batch(&input, &digested[from..to])
-            };
-            for (index, row) in chunk.iter().enumerate() {
-                let due = builder.state.next_deadline().is_some_and(|d| d.at <= row.logged_in_at);
-                if due {
-                    if index > piece_start {
-                        let (counted, over_limit, suspended) = commit_piece(&mut builder, piece_start, index);
-                        summary.users_counted += counted;
-                        summary.refused_over_limit += over_limit;
-                        summary.refused_suspended += suspended;
-                        piece_start = index;
-                    }
-                    builder.fire_due(row.logged_in_at);
+                if let Some(&next) = chunks.get(number + 1) {
+                    let next_keys = chunk_keys(next, |app| self.known_vault_key(app))?;
+                    let used = next_keys.clone();
+                    ahead = Some((used, scope.spawn(move || digest_users(next, &next_keys))));
                 }
+                self.ingest_chunk(source, file_digest, chunk, users, &mut summary)?;
+                on_ack(self.head().seq, chunk[chunk.len() - 1].line);
             }
-            let (counted, over_limit, suspended) = commit_piece(&mut builder, piece_start, chunk.len());
+            Ok(())
+        })?;
+        summary.events_appended = self.head().seq - start_seq;
+        Ok(summary)
+    }
+
+    /// Decides and appends one acknowledged chunk of a bulk login file, `users` its rows'
+    /// digests.
+    fn ingest_chunk(
+        &mut self,
+        source: &str,
+        file_digest: &str,
+        chunk: &[RawLogin],
+        users: Vec<u128>,
+        summary: &mut LoginSummary,
+    ) -> Result<(), LedgerError> {
+        let digested: Vec<LoginRow> = chunk
+            .iter()
+            .zip(users)
+            .map(|(row, user)| LoginRow {
+                app: row.app,
+                user,
+                logged_in_at: row.logged_in_at,
+                login: LoginName::Line { source, line: row.line },
+            })
+            .collect();
+        let mut months = LoginMonths::default();
+        for row in chunk {
+            months.restore(
+                self.store.as_ref(),
+                &mut self.state,
+                &self.book,
+                row.app,
+                row.logged_in_at,
+            )?;
+        }
+        let expected_head = self.head();
+        let mut builder = BatchBuilder {
+            state: &mut self.state,
+            book: &self.book,
+            commits: Vec::new(),
+        };
+        let mut piece_start = 0;
+        let commit_piece = |builder: &mut BatchBuilder, from: usize, to: usize| {
+            let piece = &chunk[from..to];
+            let clock = builder.state.clock.unwrap_or(piece[0].logged_in_at);
+            let at = piece.iter().map(|r| r.logged_in_at).fold(clock, Instant::max);
+            // The SHA-256 of the rows' `app,user,logged_in_at` lines. Logins come in
+            // runs of one app and of one second: each text is made once per run.
+            let mut hasher = Sha256::new();
+            let (mut app_text, mut at_text) = (String::new(), String::new());
+            let (mut app_of_text, mut at_of_text) = (None, None);
+            for row in piece {
+                if app_of_text != Some(row.app) {
+                    app_text.clear();
+                    write!(app_text, "{},", row.app).expect("writes to a String");
+                    app_of_text = Some(row.app);
+                }
+                if at_of_text != Some(row.logged_in_at) {
+                    at_text.clear();
+                    writeln!(at_text, ",{}", row.logged_in_at).expect("writes to a String");
+                    at_of_text = Some(row.logged_in_at);
+                }
+                hasher.update(app_text.as_bytes());
+                hasher.update(row.user.as_bytes());
+                hasher.update(at_text.as_bytes());
+            }
+            let input = Input {
+                key: login_batch_key(file_digest, piece[0].line),
+                at,
+                actor: Actor::System,
+                command: Command::LoginBatch {
+                    source: source.to_owned(),
+                    first_line: piece[0].line,
+                    last_line: piece[piece.len() - 1].line,
+                    rows: piece.len() as u64,
+                    sha256: hex::encode(hasher.finalize()),
+                },
+            };
+            builder.adopt_rulebook(at);
+            builder.commit_login_batch(&input, &digested[from..to])
+        };
+        let mut count = |(counted, over_limit, suspended): (u64, u64, u64)| {
             summary.users_counted += counted;
             summary.refused_over_limit += over_limit;
             summary.refused_suspended += suspended;
-            let commits = builder.commits;
-            if let Err(e) = self.append(expected_head, commits) {
-                self.state = replay::load_working(self.store.as_ref())?;
-                return Err(e);
+        };
+        for (index, row) in chunk.iter().enumerate() {
+            let due = builder.state.next_deadline().is_some_and(|d| d.at <= row.logged_in_at);
+            if due {
+                if index > piece_start {
+                    count(commit_piece(&mut builder, piece_start, index));
+                    piece_start = index;
+                }
+                builder.fire_due(row.logged_in_at);
             }
-            on_ack(self.head().seq, chunk[chunk.len() - 1].line);
         }
-        summary.events_appended = self.head().seq - start_seq;
-        Ok(summary)
+        count(commit_piece(&mut builder, piece_start, chunk.len()));
+        let commits = builder.commits;
+        if let Err(e) = self.append(expected_head, commits) {
+            self.state = replay::load_working(self.store.as_ref())?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Stores the current projections as a snapshot, so the next start replays only what

@@ -8,7 +8,9 @@ use chat_ledger_events::{
     round_cents, AccountId, Actor, AppId, BillLine, Command, CountedUser, Direction, EditionId, EventBody, HoldKind,
     Input, Instant, KindAmounts, Money, MoneyKind, Price, PurchasePurpose, Reminder, RenewalOutcome, StreamId,
 };
-use chat_ledger_projections::{AccountView, AppView, Deadline, DeadlineKind, DigestHashSet, LedgerView, Subject};
+use chat_ledger_projections::{
+    AccountView, AppView, Deadline, DeadlineKind, DigestHashSet, LedgerView, Prefetch, Subject, PREFETCH_AHEAD,
+};
 use rust_decimal::Decimal;
 
 use crate::rulebook::{rule, Rulebook};
@@ -761,12 +763,28 @@ pub fn decide_logins(
         slots.push(Some(slot));
     }
     // ... then whether each user was counted in an earlier batch, in a loop of its own:
-    // the lookups are independent, so the processor overlaps their cache misses ...
-    let counted_before: Vec<bool> = rows
-        .iter()
-        .zip(&slots)
-        .map(|(row, slot)| slot.is_some_and(|s| months[s].base.is_some_and(|u| u.users.contains(&row.user))))
-        .collect();
+    // the lookups are independent, so each row's is prefetched (in two steps) rows before
+    // it is made and the cache misses overlap ...
+    let base_of = |i: usize| {
+        slots
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|s| months[s].base)
+            .map(|u| &u.users)
+    };
+    let mut counted_before: Vec<bool> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        for (ahead, step) in [
+            (2 * PREFETCH_AHEAD, Prefetch::Index),
+            (PREFETCH_AHEAD, Prefetch::Digests),
+        ] {
+            if let Some(users) = base_of(i + ahead) {
+                users.prefetch(rows[i + ahead].user, step);
+            }
+        }
+        counted_before.push(base_of(i).is_some_and(|u| u.contains(&row.user)));
+    }
     // ... then the count, in row order.
     for ((row, slot), counted_before) in rows.iter().zip(slots).zip(counted_before) {
         let Some(slot) = slot else { continue };

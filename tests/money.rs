@@ -129,3 +129,38 @@ fn a_bulk_ingestion_resumes_by_key_to_the_same_bytes() {
         .unwrap();
     assert_eq!((again.rows_already_recorded, again.events_appended), (250, 0));
 }
+
+#[test]
+fn user_digests_made_ahead_with_a_key_that_changed_are_made_again() {
+    // The next chunk's digests are made while this one is decided; app 2's first logins
+    // come in the second chunk, before app 2 has a key: made ahead without one, they must
+    // be made again with the key the second chunk creates.
+    const APP2: AppId = AppId(1400000002);
+    let mut ledger = ledger();
+    let second = r#"{"key":"app2","at":"2025-03-01T11:00:00+08:00","actor":"customer","type":"create_app","account":"acme","app":1400000002,"name":"Two"}
+{"key":"buy2","at":"2025-03-01T11:01:00+08:00","actor":"customer","type":"buy_edition","app":1400000002,"edition":"standard","months":1}
+"#;
+    import::import(&mut ledger, "second", second, 100, |_| {}).unwrap();
+    let mut rows = logins(150, 6);
+    rows.extend((0..100u64).map(|i| RawLogin {
+        line: 152 + i,
+        app: APP2,
+        user: format!("u-{i}"),
+        logged_in_at: t("2025-03-07T10:00:00+08:00"),
+    }));
+    assert!(ledger.store().app_key(APP2).unwrap().is_none());
+    let summary = ledger
+        .ingest_logins("march.csv", "00000000000000bb", &rows, 100, |_, _| {})
+        .unwrap();
+    assert_eq!(summary.users_counted, 250);
+    let users = |app: AppId| ledger.state().apps[&app].usage["2025-03"].users.len();
+    assert_eq!((users(APP), users(APP2)), (150, 100), "every user counted once");
+    let key2 = ledger.store().app_key(APP2).unwrap().expect("app 2 has a key now");
+    let mut text = Vec::new();
+    verify::export(ledger.store(), &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    for user in ["u-0", "u-49", "u-50", "u-99"] {
+        let digest = digest_hex(user_digest(&key2, user));
+        assert!(text.contains(&digest), "{user} is counted under app 2's key");
+    }
+}

@@ -364,12 +364,15 @@ impl AppView {
                     self.usage.insert(month.clone(), MonthUsage::default());
                 }
                 let usage = self.usage.get_mut(month).expect("inserted above");
-                for user in users {
-                    if !usage.users.insert(user_digest(&user.user)?) {
-                        return Err(format!("user {} counted twice in {month}", user.user));
-                    }
-                    self.last_counted_login = self.last_counted_login.max(Some(user.logged_in_at));
+                let digests = users
+                    .iter()
+                    .map(|user| user_digest(&user.user))
+                    .collect::<Result<Vec<u128>, String>>()?;
+                if let Err(twice) = usage.users.insert_all(&digests) {
+                    return Err(format!("user {twice:032x} counted twice in {month}"));
                 }
+                let last = users.iter().map(|user| user.logged_in_at).max();
+                self.last_counted_login = self.last_counted_login.max(last);
                 usage.refused += refused.len() as u64;
                 usage.repeats += repeats;
                 match (bill_push_at, late) {

@@ -40,6 +40,10 @@ impl Hasher for DigestHasher {
 /// A hash set of user digests.
 pub type DigestHashSet = HashSet<u128, BuildHasherDefault<DigestHasher>>;
 
+/// How many probes ahead a batch of probes prefetches (each step): enough for their
+/// memory loads to be in flight together, few enough that the lines stay cached.
+pub const PREFETCH_AHEAD: usize = 16;
+
 /// Recent inserts merged into the sorted array once they pass this many, or an eighth
 /// of the array, whichever is more: each digest is copied ~8 times as the set grows.
 const MERGE_MIN: usize = 1024;
@@ -84,6 +88,26 @@ impl UserDigests {
         true
     }
 
+    /// Adds every digest of `digests`, prefetching each some inserts ahead (see
+    /// [`UserDigests::prefetch`]); the first that was already there is an error, and
+    /// the ones before it stay added.
+    pub fn insert_all(&mut self, digests: &[u128]) -> Result<(), u128> {
+        for (i, digest) in digests.iter().enumerate() {
+            for (ahead, step) in [
+                (2 * PREFETCH_AHEAD, Prefetch::Index),
+                (PREFETCH_AHEAD, Prefetch::Digests),
+            ] {
+                if let Some(later) = digests.get(i + ahead) {
+                    self.prefetch(*later, step);
+                }
+            }
+            if !self.insert(*digest) {
+                return Err(*digest);
+            }
+        }
+        Ok(())
+    }
+
     /// The digests in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = u128> + '_ {
         let mut recent: Vec<u128> = self.recent.iter().copied().collect();
@@ -94,6 +118,31 @@ impl UserDigests {
             (Some(_), _) => a.next(),
             (None, _) => b.next(),
         })
+    }
+
+    /// Asks the processor to start loading what `contains(digest)` will read, in two
+    /// steps: `Index` (the bucket's bounds), then some probes later `Digests` (which reads
+    /// those bounds). A caller probing many digests so overlaps their cache misses: at a
+    /// million users neither the array nor its index stays in the caches, and a probe that
+    /// waits for memory costs more than the rest of a login's work.
+    pub fn prefetch(&self, digest: u128, step: Prefetch) {
+        if self.bits == 0 {
+            return;
+        }
+        let bucket = (digest >> (128 - self.bits)) as usize;
+        match step {
+            Prefetch::Index => prefetch(&self.index[bucket]),
+            Prefetch::Digests => {
+                let (start, end) = (self.index[bucket] as usize, self.index[bucket + 1] as usize);
+                // Four digests a cache line: a bucket spans one line or a few.
+                for at in (start..end).step_by(4) {
+                    prefetch(&self.sorted[at]);
+                }
+                if start < end {
+                    prefetch(&self.sorted[end - 1]);
+                }
+            }
+        }
     }
 
     fn in_sorted(&self, digest: u128) -> bool {
@@ -141,6 +190,26 @@ impl UserDigests {
         }
         self.sorted = sorted;
     }
+}
+
+/// The two steps of [`UserDigests::prefetch`].
+#[derive(Clone, Copy, Debug)]
+pub enum Prefetch {
+    Index,
+    Digests,
+}
+
+/// A hint to load `value`'s cache line: it never faults and changes nothing.
+#[inline(always)]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` only hints the cache; the pointer comes from a reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 impl PartialEq for UserDigests {
@@ -275,6 +344,27 @@ mod tests {
             );
         }
         assert_eq!(UserDigests::count_in_text("AAAA"), None, "3 bytes are no digest");
+    }
+
+    #[test]
+    fn insert_all_adds_up_to_the_first_repeat() {
+        let all: Vec<u128> = (0..20_000).map(spread).collect();
+        let mut one_by_one = UserDigests::new();
+        for d in &all[..15_000] {
+            one_by_one.insert(*d);
+        }
+        let mut batched = UserDigests::new();
+        batched.insert_all(&all[..10_000]).unwrap();
+        let mut repeated = all[10_000..15_000].to_vec();
+        repeated.push(all[42]);
+        repeated.extend(&all[15_000..]);
+        assert_eq!(batched.insert_all(&repeated), Err(all[42]));
+        assert_eq!(batched, one_by_one, "the digests before the repeat are in, none after");
+        for d in &all {
+            batched.prefetch(*d, Prefetch::Index);
+            batched.prefetch(*d, Prefetch::Digests);
+        }
+        assert_eq!(batched, one_by_one, "a prefetch changes nothing");
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod ledger;
 
 pub use app::{AppStatus, AppView, ExpiredView, HoldView, MonthUsage, Pending, PlanView};
 pub use deadline::{Deadline, DeadlineKind, Subject};
-pub use digests::{DigestHashSet, DigestHasher, UserDigests};
+pub use digests::{DigestHashSet, DigestHasher, Prefetch, UserDigests, PREFETCH_AHEAD};
 pub use ledger::{
     user_digest, whole_list, AccountView, ArrearsView, BillStatus, BillView, LedgerView, OrderView, ProjectionError,
     RulebookView, Settled, SettledList, StoryList, PROJECTION_VERSION,
