@@ -2,8 +2,9 @@
 //! append, and group commit — each against raw sled measured in the same run.
 //!
 //! (a) bulk: realistic inputs (open_account, add_funds, create_app, set_auto_renew,
-//!     buy_edition across many accounts and apps) through `Ledger::submit` in chunks of
-//!     `CHUNK_INPUTS_DEFAULT` (one flush each), and through `import::import` of the same
+//!     buy_edition across many accounts and apps) through `Ledger::submit_chunks` in
+//!     chunks of `CHUNK_INPUTS_DEFAULT` (one append + flush each, on a second thread while
+//!     the next chunk is decided), and through `import::import` of the same
 //!     inputs as JSON Lines (parse + check + submit), into a fresh `SledStore`;
 //! (b) reference: raw `sled::Tree::insert` of the SAME stored bytes (read back from (a)),
 //!     one entry per event, into a fresh sled database, then one flush; and (b2) the
@@ -397,10 +398,12 @@ fn main() {
         let mut ledger = open_ledger(dir.path());
         let mut heads = Vec::with_capacity(inputs.len() / CHUNK_INPUTS_DEFAULT + 1);
         let (wall, cpu, ()) = timed(|| {
-            for chunk in inputs.chunks(CHUNK_INPUTS_DEFAULT) {
-                black_box(ledger.submit(chunk).expect("the bulk is accepted"));
-                heads.push(ledger.head());
-            }
+            ledger
+                .submit_chunks(&inputs, CHUNK_INPUTS_DEFAULT, |_, outcomes, head| {
+                    black_box(outcomes);
+                    heads.push(head);
+                })
+                .expect("the bulk is accepted");
         });
         submit_times.push((wall, cpu));
         same_head(&mut expected, ledger.head(), "submit");
@@ -499,7 +502,7 @@ fn main() {
         Times::of(raw_times),
         Times::of(sets_times),
     );
-    submit.print("(a) Ledger::submit, 1,000-input chunks");
+    submit.print("(a) Ledger::submit_chunks, 1,000-input chunks");
     import.print("(a) import::import of JSON Lines");
     raw.print("(b) raw sled insert + 1 flush");
     sets.print("(b2) raw inserts of the store's write sets");
@@ -594,7 +597,7 @@ fn main() {
     println!();
     let raw_rate = rate(events, raw.wall.0);
     report(
-        "(a) bulk Ledger::submit, durable events/s",
+        "(a) bulk Ledger::submit_chunks, durable events/s",
         rate(events, submit.wall.0),
         "(b) raw sled insert + 1 flush",
         raw_rate,

@@ -9,8 +9,11 @@
 //!   should not grow with the log; and the whole view (`replay::load`, settled history
 //!   read back), for comparison;
 //! - p50/p99 of the queries a support person runs for one "hot" app with ~10 k events of
-//!   its own: `state app` (as the CLI does it), `explain app`, `state app --as-of T`.
+//!   its own: `state app` (as the CLI does it), `explain app`, `state app --as-of T`,
+//!   each after a few uncounted warm-up queries (printed).
 //!
+//! The rebuild's CPU time is printed beside its wall time: a long replay decodes on a
+//! second thread (`replay::replay_into`), the raw reference on one.
 //! Every measured result is checked against a digest computed independently (from the
 //! projections rebuilt from position 0), so a faster path that answers differently fails.
 
@@ -446,8 +449,24 @@ fn generate(spec: &Spec, dir: &Path) -> (u64, String, u64) {
     (ledger.head().seq, ledger.head().hash.to_string(), hot_stream_events)
 }
 
-/// Samples `f` until `max` samples or `budget` is spent (at least `min`); sorted.
+/// Queries run and timed before a query's samples, printed and not counted: the first
+/// queries after the bench's scans of the logs find the page cache and sled's cache cold
+/// (the first three took 181 / 45 / 26 ms at 10 M when they were counted, then ≤ 0.5 ms),
+/// which says how long the first query of a process waits for the disk, not how the index
+/// answers. A fresh process per query is the other measure (the profile loops).
+const WARM_UP_SAMPLES: usize = 5;
+
+/// Samples `f` until `max` samples or `budget` is spent (at least `min`), after
+/// [`WARM_UP_SAMPLES`] uncounted ones; sorted.
 fn sample(min: usize, max: usize, budget: Duration, mut f: impl FnMut()) -> Vec<Duration> {
+    let warm_up: Vec<String> = (0..WARM_UP_SAMPLES)
+        .map(|_| {
+            let t = WallClock::now();
+            f();
+            format!("{:.2}", ms(t.elapsed()))
+        })
+        .collect();
+    println!("  warm-up, not counted: {} ms", warm_up.join(", "));
     let started = WallClock::now();
     let mut out = Vec::new();
     while out.len() < min || (out.len() < max && started.elapsed() < budget) {

@@ -363,40 +363,44 @@ pub fn import(
             pending = &pending[1..];
             continue;
         }
+        // Every input up to the next bulk login file, in acknowledged batches.
         let run = pending
             .iter()
-            .take(chunk_inputs)
             .take_while(|l| matches!(l.entry, Entry::Input(_)))
             .count();
-        let (chunk, rest) = pending.split_at(run);
+        let (lines, rest) = pending.split_at(run);
         pending = rest;
-        let inputs: Vec<Input> = chunk
+        let inputs: Vec<Input> = lines
             .iter()
             .map(|l| match &l.entry {
                 Entry::Input(input) => input.clone(),
                 Entry::Logins(_) => unreachable!("taken only while inputs"),
             })
             .collect();
-        let outcomes = ledger.submit(&inputs)?;
-        for ((line, input), outcome) in chunk.iter().zip(&inputs).zip(outcomes) {
-            match outcome {
-                Outcome::Recorded {
-                    refusal: Some(refusal), ..
-                } => summary
-                    .rejected
-                    .push((line.number, input.key.clone(), refusal.rule.to_owned(), refusal.reason)),
-                Outcome::Recorded { refusal: None, .. } => {}
-                Outcome::Repeated(_) => {
-                    summary.lines_already_recorded += 1;
-                    continue;
+        ledger.submit_chunks(&inputs, chunk_inputs, |first, outcomes, head| {
+            let chunk = &lines[first..first + outcomes.len()];
+            for ((line, input), outcome) in chunk.iter().zip(&inputs[first..]).zip(outcomes) {
+                match outcome {
+                    Outcome::Recorded {
+                        refusal: Some(refusal), ..
+                    } => {
+                        summary
+                            .rejected
+                            .push((line.number, input.key.clone(), refusal.rule.to_owned(), refusal.reason))
+                    }
+                    Outcome::Recorded { refusal: None, .. } => {}
+                    Outcome::Repeated(_) => {
+                        summary.lines_already_recorded += 1;
+                        continue;
+                    }
                 }
+                summary.lines_recorded += 1;
             }
-            summary.lines_recorded += 1;
-        }
-        on_ack(Ack {
-            seq: ledger.head().seq,
-            line: chunk.last().expect("chunks are not empty").number,
-        });
+            on_ack(Ack {
+                seq: head.seq,
+                line: chunk.last().expect("chunks are not empty").number,
+            });
+        })?;
     }
     summary.events_appended = ledger.head().seq - start_seq;
     Ok(summary)

@@ -2,8 +2,9 @@
 //! (input → decide → seal → evolve), appends them in acknowledged batches, and fires the
 //! deadlines that the clock passes, in the documented order.
 
-use std::collections::{btree_map, BTreeMap, HashSet};
+use std::collections::{btree_map, BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use chat_ledger_events::{
     event_id, seal, Actor, AppId, Command, Decision, EventBody, Input, Instant, Key, NewEvent, SealedEvent, StreamId,
@@ -91,6 +92,37 @@ fn keyed_digest(mac: &Hmac<Sha256>, user: &str) -> u128 {
     u128::from_be_bytes(bytes[..16].try_into().expect("16 bytes"))
 }
 
+/// Keys of a batch being appended, as their key records will read.
+type KeyRecords = HashMap<Key, KeyRecord>;
+
+fn key_record_of(commit: &Commit) -> KeyRecord {
+    KeyRecord {
+        digest: commit.digest,
+        first_seq: commit.events[0].envelope.seq,
+        last_seq: commit.events.last().expect("commits are not empty").envelope.seq,
+    }
+}
+
+/// Appends, then destroys the vault keys of the apps the batch reclaimed.
+fn append(store: &dyn EventStore, expected_head: Head, commits: Vec<Commit>) -> Result<(), LedgerError> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let reclaimed: Vec<AppId> = commits
+        .iter()
+        .flat_map(|c| &c.events)
+        .filter_map(|e| match e.envelope.event {
+            EventBody::AppReclaimed { app, .. } => Some(app),
+            _ => None,
+        })
+        .collect();
+    store.append(&AppendBatch { expected_head, commits })?;
+    for app in reclaimed {
+        store.destroy_app_key(app)?;
+    }
+    Ok(())
+}
+
 /// The vault keys of a chunk's apps (`None`: reclaimed, its users digest to 0).
 type ChunkKeys = BTreeMap<AppId, Option<[u8; 32]>>;
 
@@ -159,7 +191,8 @@ pub struct LoginSummary {
 }
 
 pub struct Ledger {
-    store: Box<dyn EventStore>,
+    /// Shared with the thread that appends a batch while the next is decided (`submit_chunks`).
+    store: Arc<dyn EventStore>,
     state: LedgerView,
     book: Rulebook,
     keys: Box<dyn KeySource>,
@@ -386,7 +419,7 @@ impl Ledger {
             }
         }
         let ledger = Ledger {
-            store,
+            store: Arc::from(store),
             state,
             book,
             keys,
@@ -496,12 +529,12 @@ impl Ledger {
     /// deadlines they pass produce as ONE batch: all of it is acknowledged (durable) when
     /// this returns `Ok`, or none of it is in the log.
     pub fn submit(&mut self, inputs: &[Input]) -> Result<Vec<Outcome>, LedgerError> {
-        let prepared = inputs.iter().map(|i| self.prepare(i)).collect::<Result<Vec<_>, _>>()?;
-        let expected_head = self.head();
-        let result = self.build(&prepared).and_then(|(commits, outcomes)| {
-            self.append(expected_head, commits)?;
-            Ok(outcomes)
-        });
+        let result =
+            self.prepare_and_build(inputs, &KeyRecords::new())
+                .and_then(|(expected_head, commits, outcomes)| {
+                    append(self.store.as_ref(), expected_head, commits)?;
+                    Ok(outcomes)
+                });
         if result.is_err() {
             // The state already folded the refused batch in: rebuild it from what is stored.
             self.state = replay::load_working(self.store.as_ref())?;
@@ -509,27 +542,75 @@ impl Ledger {
         result
     }
 
-    /// Appends, then destroys the vault keys of the apps the batch reclaimed.
-    fn append(&mut self, expected_head: Head, commits: Vec<Commit>) -> Result<(), LedgerError> {
-        if commits.is_empty() {
-            return Ok(());
+    /// `submit` of consecutive batches of `chunk_inputs` inputs, each all or nothing,
+    /// handed to `on_ack(index of its first input, its outcomes, the head after it)` in
+    /// order once durable.
+    /// A batch is written and flushed on a second thread while the next one is decided on
+    /// this one (the store's write is most of a bulk import); the next batch treats the
+    /// keys of the one in flight as recorded. On an error nothing after the last
+    /// acknowledged batch is in the log, and the state is rebuilt from the store.
+    pub fn submit_chunks(
+        &mut self,
+        inputs: &[Input],
+        chunk_inputs: usize,
+        mut on_ack: impl FnMut(usize, Vec<Outcome>, Head),
+    ) -> Result<(), LedgerError> {
+        assert!(chunk_inputs > 0, "a batch holds at least one input");
+        struct InFlight<'scope> {
+            appending: std::thread::ScopedJoinHandle<'scope, Result<(), LedgerError>>,
+            first_input: usize,
+            outcomes: Vec<Outcome>,
+            head: Head,
+            keys: KeyRecords,
         }
-        let reclaimed: Vec<AppId> = commits
-            .iter()
-            .flat_map(|c| &c.events)
-            .filter_map(|e| match e.envelope.event {
-                EventBody::AppReclaimed { app, .. } => Some(app),
-                _ => None,
-            })
-            .collect();
-        self.store.append(&AppendBatch { expected_head, commits })?;
-        for app in reclaimed {
-            self.store.destroy_app_key(app)?;
+        let result = std::thread::scope(|scope| -> Result<(), LedgerError> {
+            let mut in_flight: Option<InFlight> = None;
+            for (number, chunk) in inputs.chunks(chunk_inputs).enumerate() {
+                let no_keys = KeyRecords::new();
+                let built = self.prepare_and_build(chunk, in_flight.as_ref().map_or(&no_keys, |f| &f.keys));
+                // Whatever this batch's decision gave, the one before it lands (or fails) first.
+                if let Some(flight) = in_flight.take() {
+                    flight.appending.join().expect("an append does not panic")?;
+                    on_ack(flight.first_input, flight.outcomes, flight.head);
+                }
+                let (expected_head, commits, outcomes) = built?;
+                let keys = commits.iter().map(|c| (c.key.clone(), key_record_of(c))).collect();
+                let store = Arc::clone(&self.store);
+                in_flight = Some(InFlight {
+                    appending: scope.spawn(move || append(store.as_ref(), expected_head, commits)),
+                    first_input: number * chunk_inputs,
+                    outcomes,
+                    head: self.head(),
+                    keys,
+                });
+            }
+            if let Some(flight) = in_flight {
+                flight.appending.join().expect("an append does not panic")?;
+                on_ack(flight.first_input, flight.outcomes, flight.head);
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            // The state folded batches that are not stored: rebuild it from what is.
+            self.state = replay::load_working(self.store.as_ref())?;
         }
-        Ok(())
+        result
     }
 
-    fn build(&mut self, inputs: &[Input]) -> Result<(Vec<Commit>, Vec<Outcome>), LedgerError> {
+    /// The batch `inputs` make, decided and folded onto the state, with the head it
+    /// follows; `in_flight` holds keys being appended, not yet in the store.
+    fn prepare_and_build(
+        &mut self,
+        inputs: &[Input],
+        in_flight: &KeyRecords,
+    ) -> Result<(Head, Vec<Commit>, Vec<Outcome>), LedgerError> {
+        let prepared = inputs.iter().map(|i| self.prepare(i)).collect::<Result<Vec<_>, _>>()?;
+        let expected_head = self.head();
+        let (commits, outcomes) = self.build(&prepared, in_flight)?;
+        Ok((expected_head, commits, outcomes))
+    }
+
+    fn build(&mut self, inputs: &[Input], in_flight: &KeyRecords) -> Result<(Vec<Commit>, Vec<Outcome>), LedgerError> {
         let mut builder = BatchBuilder {
             state: &mut self.state,
             book: &self.book,
@@ -538,7 +619,11 @@ impl Ledger {
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut keys_in_batch: HashSet<&Key> = HashSet::new();
         for input in inputs {
-            if let Some(record) = self.store.key_record(&input.key)? {
+            let recorded = match in_flight.get(&input.key) {
+                Some(record) => Some(*record),
+                None => self.store.key_record(&input.key)?,
+            };
+            if let Some(record) = recorded {
                 if record.digest != input.digest() {
                     return Err(LedgerError::KeyConflict {
                         key: input.key.clone(),
@@ -560,12 +645,7 @@ impl Ledger {
                         first_seq: first.events[0].envelope.seq,
                     });
                 }
-                let record = KeyRecord {
-                    digest: first.digest,
-                    first_seq: first.events[0].envelope.seq,
-                    last_seq: first.events.last().expect("commits are not empty").envelope.seq,
-                };
-                outcomes.push(Outcome::Repeated(record));
+                outcomes.push(Outcome::Repeated(key_record_of(first)));
                 continue;
             }
             if let Some(clock) = builder.state.clock.filter(|clock| input.at < *clock) {
@@ -745,7 +825,7 @@ impl Ledger {
         }
         count(commit_piece(&mut builder, piece_start, chunk.len()));
         let commits = builder.commits;
-        if let Err(e) = self.append(expected_head, commits) {
+        if let Err(e) = append(self.store.as_ref(), expected_head, commits) {
             self.state = replay::load_working(self.store.as_ref())?;
             return Err(e);
         }

@@ -1,6 +1,8 @@
 //! Group commit (`chat_ledger::commit`): concurrent single inputs share flushes, every
 //! caller is answered with its own outcome, the log verifies and holds exactly what was
-//! sent, and one bad input in a group is refused alone.
+//! sent, and one bad input in a group is refused alone. And `Ledger::submit_chunks`, which
+//! decides a batch while the one before it is appended: keys in flight count as
+//! recorded, and a failed append leaves the acknowledged batches and a rebuilt state.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -145,7 +147,8 @@ fn concurrent_single_inputs_share_flushes_and_all_land() {
 }
 
 /// A store that delays any batch holding the key `slow` (so that what is queued meanwhile
-/// forms one group) and fails any batch holding the key `poison`.
+/// forms one group), fails any batch holding the key `poison` or `refused`, and holds
+/// one holding `sluggish` a while (for a batch still in flight when the next is decided).
 struct GateStore {
     inner: MemoryStore,
 }
@@ -173,6 +176,12 @@ impl EventStore for GateStore {
         if GateStore::holds(batch, "poison") {
             POISONED_COMMITS.fetch_max(batch.commits.len(), Ordering::SeqCst);
             return Err(StoreError::Io("the disk refused the poisoned batch".to_owned()));
+        }
+        if GateStore::holds(batch, "sluggish") {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if GateStore::holds(batch, "refused") {
+            return Err(StoreError::Io("the disk refused the batch".to_owned()));
         }
         self.inner.append(batch)
     }
@@ -328,4 +337,108 @@ fn a_lone_caller_pays_one_flush_per_input_and_shutdown_answers_what_is_queued() 
         Err(CommitError::Stopped)
     ));
     assert_eq!(recorded_inputs(ledger.store(), 1).len(), 3 + 10);
+}
+
+fn funds(key: &str, amount: &str) -> Input {
+    input(&format!(
+        r#"{{"key":"{key}","at":"{AT}","actor":"customer","type":"add_funds","account":"acct-0","kind":"cash","amount":"{amount}"}}"#
+    ))
+}
+
+fn export_of(store: &dyn EventStore) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    chat_ledger::verify::export(store, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn submit_chunks_treats_the_keys_of_the_batch_in_flight_as_recorded() {
+    // In batches of two, `sluggish` comes again in the second batch while the first is in
+    // flight (its append is held): a repeat, answered with the first one's record, never
+    // stored twice.
+    let inputs = [
+        funds("a", "1.00"),
+        funds("sluggish", "2.00"),
+        funds("sluggish", "2.00"),
+        funds("c", "3.00"),
+    ];
+    let mut chunked = open(Box::new(GateStore {
+        inner: MemoryStore::new(),
+    }));
+    chunked.submit(&setup(1)).unwrap();
+    let mut acks = Vec::new();
+    chunked
+        .submit_chunks(&inputs, 2, |first, outcomes, head| {
+            acks.push((first, outcomes, head.seq))
+        })
+        .unwrap();
+    let mut whole = open(Box::new(MemoryStore::new()));
+    whole.submit(&setup(1)).unwrap();
+    let outcomes = whole.submit(&inputs).unwrap();
+    assert!(
+        export_of(chunked.store()) == export_of(whole.store()),
+        "the same log as one batch"
+    );
+    assert_eq!(acks.len(), 2);
+    assert_eq!((acks[0].0, acks[1].0), (0, 2), "in order, by first input");
+    assert_eq!(acks[1].2, chunked.head().seq);
+    assert_eq!(acks[0].1, outcomes[..2].to_vec());
+    assert_eq!(acks[1].1, outcomes[2..].to_vec());
+    assert!(matches!(acks[1].1[0], Outcome::Repeated(_)), "{:?}", acks[1].1[0]);
+
+    // The same key with another payload in the next batch is a conflict: the batch before
+    // it is acknowledged and stored, nothing of the conflicting one.
+    let mut ledger = open(Box::new(GateStore {
+        inner: MemoryStore::new(),
+    }));
+    ledger.submit(&setup(1)).unwrap();
+    let mut acked = Vec::new();
+    let conflict = [
+        funds("d", "1.00"),
+        funds("sluggish", "2.00"),
+        funds("sluggish", "9.00"),
+        funds("f", "3.00"),
+    ];
+    let err = ledger
+        .submit_chunks(&conflict, 2, |first, _, head| acked.push((first, head.seq)))
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::KeyConflict { .. }), "{err}");
+    assert_eq!(acked, vec![(0, ledger.store().head().unwrap().seq)]);
+    assert_eq!(ledger.head(), ledger.store().head().unwrap());
+}
+
+#[test]
+fn an_append_failing_in_flight_leaves_the_acknowledged_batches_and_a_rebuilt_state() {
+    let mut ledger = open(Box::new(GateStore {
+        inner: MemoryStore::new(),
+    }));
+    ledger.submit(&setup(1)).unwrap();
+    let before = export_of(ledger.store());
+    let inputs = [
+        funds("g1", "1.00"),
+        funds("g2", "1.00"),
+        funds("g3", "1.00"),
+        funds("refused", "1.00"),
+        funds("g5", "1.00"),
+        funds("g6", "1.00"),
+    ];
+    let mut acked = Vec::new();
+    let err = ledger
+        .submit_chunks(&inputs, 2, |first, _, head| acked.push((first, head.seq)))
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Store(StoreError::Io(_))), "{err}");
+    // The third batch was decided while the second was appended, and is dropped with it.
+    let head = ledger.store().head().unwrap();
+    assert_eq!(acked, vec![(0, head.seq)]);
+    assert_eq!(ledger.head(), head, "the state is rebuilt to what is stored");
+    let keys: Vec<String> = recorded_inputs(ledger.store(), 1)
+        .into_iter()
+        .map(|i| i.key.as_str().to_owned())
+        .filter(|k| k.starts_with('g') || k == "refused")
+        .collect();
+    assert_eq!(keys, ["g1", "g2"]);
+    assert!(export_of(ledger.store()).starts_with(&before));
+    // And the ledger goes on from there.
+    ledger.submit_chunks(&inputs[2..3], 2, |_, _, _| {}).unwrap();
+    assert_eq!(ledger.head(), ledger.store().head().unwrap());
 }

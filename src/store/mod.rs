@@ -94,6 +94,9 @@ pub const READ_PAGE_EVENTS: usize = 4096;
 
 /// The contract every backend keeps. Reads by position and by stream use an index; only
 /// `scan`, which walks the log on purpose (replay, verify, export), reads it in order.
+/// Calls come from more than one thread at once: a ledger appends a batch on one thread
+/// while it reads keys and vault keys on another (`Ledger::submit_chunks`), and a long
+/// replay scans on one while it reads snapshot parts on another.
 pub trait EventStore: Send + Sync {
     /// The last event's position and hash.
     fn head(&self) -> Result<Head, StoreError>;
