@@ -104,11 +104,12 @@ fn key_record_of(commit: &Commit) -> KeyRecord {
 }
 
 /// Appends, then destroys the vault keys of the apps the batch reclaimed.
-fn append(store: &dyn EventStore, expected_head: Head, commits: Vec<Commit>) -> Result<(), LedgerError> {
-    if commits.is_empty() {
+fn append(store: &dyn EventStore, batch: &AppendBatch) -> Result<(), LedgerError> {
+    if batch.commits.is_empty() {
         return Ok(());
     }
-    let reclaimed: Vec<AppId> = commits
+    let reclaimed: Vec<AppId> = batch
+        .commits
         .iter()
         .flat_map(|c| &c.events)
         .filter_map(|e| match e.envelope.event {
@@ -116,7 +117,7 @@ fn append(store: &dyn EventStore, expected_head: Head, commits: Vec<Commit>) -> 
             _ => None,
         })
         .collect();
-    store.append(&AppendBatch { expected_head, commits })?;
+    store.append(batch)?;
     for app in reclaimed {
         store.destroy_app_key(app)?;
     }
@@ -532,7 +533,7 @@ impl Ledger {
         let result =
             self.prepare_and_build(inputs, &KeyRecords::new())
                 .and_then(|(expected_head, commits, outcomes)| {
-                    append(self.store.as_ref(), expected_head, commits)?;
+                    append(self.store.as_ref(), &AppendBatch { expected_head, commits })?;
                     Ok(outcomes)
                 });
         if result.is_err() {
@@ -556,13 +557,21 @@ impl Ledger {
         mut on_ack: impl FnMut(usize, Vec<Outcome>, Head),
     ) -> Result<(), LedgerError> {
         assert!(chunk_inputs > 0, "a batch holds at least one input");
+        // The appending thread hands the batch back: its events are freed on the thread
+        // that made them (freed by the appender, they cost it 8 % of its time).
         struct InFlight<'scope> {
-            appending: std::thread::ScopedJoinHandle<'scope, Result<(), LedgerError>>,
+            appending: std::thread::ScopedJoinHandle<'scope, (Result<(), LedgerError>, AppendBatch)>,
             first_input: usize,
             outcomes: Vec<Outcome>,
             head: Head,
             keys: KeyRecords,
         }
+        let mut land = |flight: InFlight| -> Result<(), LedgerError> {
+            let (appended, _batch) = flight.appending.join().expect("an append does not panic");
+            appended?;
+            on_ack(flight.first_input, flight.outcomes, flight.head);
+            Ok(())
+        };
         let result = std::thread::scope(|scope| -> Result<(), LedgerError> {
             let mut in_flight: Option<InFlight> = None;
             for (number, chunk) in inputs.chunks(chunk_inputs).enumerate() {
@@ -570,25 +579,23 @@ impl Ledger {
                 let built = self.prepare_and_build(chunk, in_flight.as_ref().map_or(&no_keys, |f| &f.keys));
                 // Whatever this batch's decision gave, the one before it lands (or fails) first.
                 if let Some(flight) = in_flight.take() {
-                    flight.appending.join().expect("an append does not panic")?;
-                    on_ack(flight.first_input, flight.outcomes, flight.head);
+                    land(flight)?;
                 }
                 let (expected_head, commits, outcomes) = built?;
                 let keys = commits.iter().map(|c| (c.key.clone(), key_record_of(c))).collect();
                 let store = Arc::clone(&self.store);
                 in_flight = Some(InFlight {
-                    appending: scope.spawn(move || append(store.as_ref(), expected_head, commits)),
+                    appending: scope.spawn(move || {
+                        let batch = AppendBatch { expected_head, commits };
+                        (append(store.as_ref(), &batch), batch)
+                    }),
                     first_input: number * chunk_inputs,
                     outcomes,
                     head: self.head(),
                     keys,
                 });
             }
-            if let Some(flight) = in_flight {
-                flight.appending.join().expect("an append does not panic")?;
-                on_ack(flight.first_input, flight.outcomes, flight.head);
-            }
-            Ok(())
+            in_flight.map_or(Ok(()), &mut land)
         });
         if result.is_err() {
             // The state folded batches that are not stored: rebuild it from what is.
@@ -825,7 +832,7 @@ impl Ledger {
         }
         count(commit_piece(&mut builder, piece_start, chunk.len()));
         let commits = builder.commits;
-        if let Err(e) = append(self.store.as_ref(), expected_head, commits) {
+        if let Err(e) = append(self.store.as_ref(), &AppendBatch { expected_head, commits }) {
             self.state = replay::load_working(self.store.as_ref())?;
             return Err(e);
         }
