@@ -710,7 +710,8 @@ impl Ledger {
         // have now. A key that changes meanwhile (a reclamation destroys one, a new app
         // gets one) is caught when that chunk starts, and its digests are made again.
         std::thread::scope(|scope| -> Result<(), LedgerError> {
-            let mut ahead: Option<(ChunkKeys, std::thread::ScopedJoinHandle<Vec<u128>>)> = None;
+            // The chunk whose digests are being made ahead, the keys they are made with.
+            let mut ahead: Option<(usize, ChunkKeys, std::thread::ScopedJoinHandle<Vec<u128>>)> = None;
             for (number, &chunk) in chunks.iter().enumerate() {
                 if self
                     .store
@@ -721,14 +722,17 @@ impl Ledger {
                     continue;
                 }
                 let keys = chunk_keys(chunk, |app| self.vault_key(app))?;
+                // Made ahead for this chunk (not for one skipped as recorded) with its keys.
                 let users = match ahead.take() {
-                    Some((used, digests)) if used == keys => digests.join().expect("user digests do not panic"),
+                    Some((made_for, used, digests)) if made_for == number && used == keys => {
+                        digests.join().expect("user digests do not panic")
+                    }
                     _ => digest_users(chunk, &keys),
                 };
                 if let Some(&next) = chunks.get(number + 1) {
                     let next_keys = chunk_keys(next, |app| self.known_vault_key(app))?;
                     let used = next_keys.clone();
-                    ahead = Some((used, scope.spawn(move || digest_users(next, &next_keys))));
+                    ahead = Some((number + 1, used, scope.spawn(move || digest_users(next, &next_keys))));
                 }
                 self.ingest_chunk(source, file_digest, chunk, users, &mut summary)?;
                 on_ack(self.head().seq, chunk[chunk.len() - 1].line);

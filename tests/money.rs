@@ -164,3 +164,21 @@ fn user_digests_made_ahead_with_a_key_that_changed_are_made_again() {
         assert!(text.contains(&digest), "{user} is counted under app 2's key");
     }
 }
+
+#[test]
+fn a_chunk_recorded_between_two_new_ones_is_skipped_and_the_next_counts_its_own_users() {
+    // A first run ingested only the middle chunk (lines 102-201); the whole file then
+    // comes again in chunks of 100: the first chunk is new, the second recorded, the third
+    // new. Digests made ahead for the skipped chunk must not stand for the third's.
+    let rows = logins(300, 6);
+    let mut ledger = ledger();
+    let first = ledger
+        .ingest_logins("march.csv", "00000000000000cc", &rows[100..200], 100, |_, _| {})
+        .unwrap();
+    assert_eq!(first.users_counted, 100);
+    let again = ledger
+        .ingest_logins("march.csv", "00000000000000cc", &rows, 100, |_, _| {})
+        .unwrap();
+    assert_eq!((again.rows_already_recorded, again.users_counted), (100, 200));
+    assert_eq!(ledger.state().apps[&APP].usage["2025-03"].users.len(), 300);
+}
