@@ -204,6 +204,8 @@ pub struct Ledger {
 struct BatchBuilder<'a> {
     state: &'a mut LedgerView,
     book: &'a Rulebook,
+    /// `book.label()`, made once a batch rather than formatted for every event.
+    label: String,
     commits: Vec<Commit>,
 }
 
@@ -235,7 +237,7 @@ impl BatchBuilder<'_> {
             cause,
             decision: Some(Decision {
                 rule: fact.rule.to_owned(),
-                rulebook: self.book.label(),
+                rulebook: self.label.clone(),
             }),
             body: fact.body,
         }
@@ -621,6 +623,7 @@ impl Ledger {
         let mut builder = BatchBuilder {
             state: &mut self.state,
             book: &self.book,
+            label: self.book.label(),
             commits: Vec::new(),
         };
         let mut outcomes = Vec::with_capacity(inputs.len());
@@ -777,6 +780,7 @@ impl Ledger {
         let mut builder = BatchBuilder {
             state: &mut self.state,
             book: &self.book,
+            label: self.book.label(),
             commits: Vec::new(),
         };
         let mut piece_start = 0;

@@ -1113,6 +1113,44 @@ mod sled_only {
 
     /// What a crash in the middle of an append leaves (a prefix of its writes: blocks,
     /// runs, key records, never `h`) is removed on open; the same append then succeeds.
+    /// sled finds a recorded key as it inserts the key records (compare-and-swap), after
+    /// the batch's blocks and runs: what the refused batch wrote must be gone from the tree,
+    /// not only unreadable past the head.
+    #[test]
+    fn a_batch_refused_on_a_recorded_key_leaves_the_tree_as_it_was() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let raw_entries = |dir: &std::path::Path| {
+            let db = chat_ledger::store::open_raw_sled(dir).unwrap();
+            let log = db.open_tree("log").unwrap();
+            log.iter()
+                .map(|e| e.unwrap())
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect::<Vec<_>>()
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            append(&store, &[("taken", &[app(3)])]);
+        }
+        let before = raw_entries(dir.path());
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let mut b = Builder::new(&store);
+            // Two fresh commits over new and known streams, then the recorded key, then one more.
+            let fresh = b.commit("fresh", 1, &[app(1), clock()]);
+            let also = b.commit("also", 2, &[app(3), app(2)]);
+            let reused = b.commit("taken", 3, &[app(2)]);
+            let after = b.commit("after", 4, &[app(1)]);
+            match store.append(&b.batch(vec![fresh, also, reused, after])) {
+                Err(StoreError::KeyConflict { key: k, first_seq }) => assert_eq!((k, first_seq), (key("taken"), 1)),
+                other => panic!("expected KeyConflict, got {other:?}"),
+            }
+        }
+        assert_eq!(raw_entries(dir.path()), before);
+        let store = SledStore::open(dir.path()).unwrap();
+        let more = append(&store, &[("fresh", &[app(1)])]);
+        assert_eq!((more[0].envelope.seq, more[0].envelope.version), (2, 1));
+    }
+
     #[test]
     fn a_torn_append_is_removed_on_open() {
         let dir = tempfile::TempDir::new().unwrap();

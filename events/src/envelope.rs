@@ -52,9 +52,18 @@ impl Hash {
     }
 }
 
+impl Hash {
+    /// The 64 lowercase hexadecimal digits, written into `out` (no allocation: every
+    /// sealed event serializes one).
+    fn hex<'a>(&self, out: &'a mut [u8; 64]) -> &'a str {
+        hex::encode_to_slice(self.0, out).expect("64 digits for 32 bytes");
+        std::str::from_utf8(out).expect("hexadecimal digits are ASCII")
+    }
+}
+
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(self.hex(&mut [0; 64]))
     }
 }
 
@@ -66,7 +75,7 @@ impl fmt::Debug for Hash {
 
 impl Serialize for Hash {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.hex(&mut [0; 64]))
     }
 }
 
@@ -80,7 +89,12 @@ impl<'de> Deserialize<'de> for Hash {
 /// The id of the `index`-th event decided for the input (or deadline) with this key.
 /// Derived, never random: the same input always yields the same ids.
 pub fn event_id(key: &Key, index: usize) -> Uuid {
-    Uuid::new_v5(&EVENT_ID_NAMESPACE, format!("{key}#{index}").as_bytes())
+    // The name is "{key}#{index}", built without the formatting machinery (one per event).
+    let mut name = Vec::with_capacity(key.as_str().len() + 21);
+    name.extend_from_slice(key.as_str().as_bytes());
+    name.push(b'#');
+    name.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, &name)
 }
 
 /// What decided an event. Inputs' own records have neither rule nor cause.
@@ -156,7 +170,16 @@ pub fn seal(seq: u64, prev: Hash, new: NewEvent) -> SealedEvent {
         schema: SCHEMA_VERSION,
         event: new.body,
     };
-    let bytes = serde_json::to_vec(&envelope).expect("envelopes always serialize");
+    // Serialized into a buffer kept by the thread, then copied at its exact size: one
+    // allocation an event, where `to_vec` grows its vector three or four times.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
+    }
+    let bytes = SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        serde_json::to_writer(&mut *scratch, &envelope).expect("envelopes always serialize");
+        scratch.clone()
+    });
     let hash = Hash::of(&bytes);
     SealedEvent { envelope, bytes, hash }
 }

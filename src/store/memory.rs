@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use chat_ledger_events::{AppId, Key, StreamId};
 
-use super::validate::{key_record, validate};
+use super::validate::{check_keys, key_record, validate};
 use super::{AppendBatch, EventStore, Head, KeyRecord, StoreError, StoredEvent};
 
 #[derive(Debug, Default)]
@@ -48,12 +48,10 @@ impl EventStore for MemoryStore {
         let mut inner = self.lock();
         let head = inner.head.unwrap_or(Head::EMPTY);
         let inner_ref = &*inner;
-        validate(
-            batch,
-            head,
-            |stream| Ok(inner_ref.streams.get(stream).map_or(0, |seqs| seqs.len() as u64)),
-            |key| Ok(inner_ref.keys.get(key).copied()),
-        )?;
+        validate(batch, head, |stream| {
+            Ok(inner_ref.streams.get(stream).map_or(0, |seqs| seqs.len() as u64))
+        })?;
+        check_keys(batch, |key| Ok(inner_ref.keys.get(key).copied()))?;
 
         let inner = &mut *inner;
         for commit in &batch.commits {

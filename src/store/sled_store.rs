@@ -31,7 +31,10 @@
 //! it is a torn append. [`SledStore::open`] removes such a tail (its blocks, and the runs
 //! and key records of its events, found by decoding them) before anything reads the store;
 //! an append that fails half-way marks the store so the next append removes its tail
-//! first. Reads never look past the committed head. This is cheaper than `apply_batch`,
+//! first. Key records are inserted by compare-and-swap from nothing: a key already
+//! recorded refuses the batch there, before `h` (the key check and the write in one walk
+//! down the tree), and the append removes what it wrote at once. Reads never look past
+//! the committed head. This is cheaper than `apply_batch`,
 //! which logs a batch manifest and takes sled's global write lock (docs/BENCHMARKS.md).
 //!
 //! The head is read from `h` on open. Should `h` be missing (damage: every store has one
@@ -58,7 +61,7 @@ use std::sync::{Mutex, RwLock};
 
 use chat_ledger_events::{decode, AppId, Hash, Key, StreamId};
 
-use super::validate::{key_record, validate};
+use super::validate::{key_record, key_refused, validate};
 use super::{AppendBatch, EventStore, Head, KeyRecord, StoreError, StoredEvent};
 
 const LOG_TREE: &str = "log";
@@ -228,24 +231,11 @@ impl SledStore {
     /// [`EventStore::key_record`], building the key in `buf`.
     fn key_record_with(&self, buf: &mut Vec<u8>, key: &Key) -> Result<Option<KeyRecord>, StoreError> {
         prefixed(buf, KEY, key.as_str().as_bytes());
-        let Some(value) = self
+        let value = self
             .log
             .get(&buf[..])
-            .map_err(sled_error(format_args!("reading key {key}")))?
-        else {
-            return Ok(None);
-        };
-        if value.len() != KEY_RECORD_LEN {
-            return Err(StoreError::Corrupt(format!(
-                "the record of key {key} is {} bytes, not {KEY_RECORD_LEN}",
-                value.len()
-            )));
-        }
-        Ok(Some(KeyRecord {
-            digest: value[..32].try_into().expect("32 bytes"),
-            first_seq: be_u64(&value[32..40]),
-            last_seq: be_u64(&value[40..]),
-        }))
+            .map_err(sled_error(format_args!("reading key {key}")))?;
+        value.map(|value| parse_key_record(key, &value)).transpose()
     }
 
     fn last_event_head(&self) -> Result<Head, StoreError> {
@@ -291,10 +281,12 @@ impl SledStore {
     }
 
     /// The writes of a validated batch, in commit-point order (module doc): blocks, runs,
-    /// key records, then `h`.
+    /// key records, then `h`. A key already recorded stops it before `h`
+    /// ([`StoreError::KeyRepeated`] or [`StoreError::KeyConflict`], as `check_keys` says).
     fn write(&self, batch: &AppendBatch, last: Head, key: &mut Vec<u8>) -> Result<(), StoreError> {
         let first = batch.expected_head.seq + 1;
-        let context = || format!("appending events {first} to {}", last.seq);
+        // The error's text is made only on an error (it was a `format!` an insert).
+        let failed = |e| sled_error(format_args!("appending events {first} to {}", last.seq))(e);
         let mut block = Vec::with_capacity(BLOCK_MAX_BYTES);
         let (mut block_first, mut block_events) = (first, 0);
         // Each touched stream's run: its first version and its seqs, in first-touch order.
@@ -307,7 +299,7 @@ impl SledStore {
             {
                 self.log
                     .insert(&event_key(block_first)[..], block.as_slice())
-                    .map_err(sled_error(context()))?;
+                    .map_err(failed)?;
                 (block_first, block_events) = (env.seq, 0);
                 block.clear();
             }
@@ -325,12 +317,10 @@ impl SledStore {
         }
         self.log
             .insert(&event_key(block_first)[..], block.as_slice())
-            .map_err(sled_error(context()))?;
+            .map_err(failed)?;
         for (stream, first_version, seqs) in &runs {
             stream_run_key(key, stream, *first_version);
-            self.log
-                .insert(key.as_slice(), seqs.as_slice())
-                .map_err(sled_error(context()))?;
+            self.log.insert(key.as_slice(), seqs.as_slice()).map_err(failed)?;
         }
         for commit in &batch.commits {
             let record = key_record(commit);
@@ -339,13 +329,20 @@ impl SledStore {
             value[32..40].copy_from_slice(&record.first_seq.to_be_bytes());
             value[40..].copy_from_slice(&record.last_seq.to_be_bytes());
             prefixed(key, KEY, commit.key.as_str().as_bytes());
-            self.log
-                .insert(key.as_slice(), &value[..])
-                .map_err(sled_error(context()))?;
+            // Inserted only where no record is: the key check (validate.rs, check 4) and
+            // the write in one walk down the tree.
+            if let Err(refused) = self
+                .log
+                .compare_and_swap(key.as_slice(), None::<&[u8]>, Some(&value[..]))
+                .map_err(failed)?
+            {
+                let current = refused
+                    .current
+                    .expect("compare-and-swap from None fails only on a value");
+                return Err(key_refused(commit, parse_key_record(&commit.key, &current)?));
+            }
         }
-        self.log
-            .insert(HEAD, &head_record(last)[..])
-            .map_err(sled_error(context()))?;
+        self.log.insert(HEAD, &head_record(last)[..]).map_err(failed)?;
         Ok(())
     }
 }
@@ -367,17 +364,12 @@ impl EventStore for SledStore {
             self.remove_tail_after(head)?;
             self.torn.store(false, Ordering::Release);
         }
-        // Two key buffers for the checks' lookups; the first is reused to build the writes.
-        let (mut key, mut key2) = (Vec::with_capacity(64), Vec::with_capacity(64));
-        let after = validate(
-            batch,
-            head,
-            |stream| match versions.get(stream) {
-                Some(&version) => Ok(version),
-                None => self.version_with(&mut key, stream),
-            },
-            |k| self.key_record_with(&mut key2, k),
-        )?;
+        // The checks' key buffer, reused to build the writes.
+        let mut key = Vec::with_capacity(64);
+        let after = validate(batch, head, |stream| match versions.get(stream) {
+            Some(&version) => Ok(version),
+            None => self.version_with(&mut key, stream),
+        })?;
         let last_event = batch
             .commits
             .last()
@@ -389,6 +381,12 @@ impl EventStore for SledStore {
         };
         if let Err(e) = self.write(batch, last, &mut key) {
             self.torn.store(true, Ordering::Release);
+            if matches!(e, StoreError::KeyRepeated { .. } | StoreError::KeyConflict { .. }) {
+                // Refused before `h`: what the batch wrote is a torn tail; remove it now
+                // (if that fails, the next append does).
+                self.remove_tail_after(head)?;
+                self.torn.store(false, Ordering::Release);
+            }
             return Err(e);
         }
         *self.committed.write().unwrap_or_else(|p| p.into_inner()) = last;
@@ -715,6 +713,21 @@ fn prefixed(buf: &mut Vec<u8>, prefix: u8, rest: &[u8]) {
     buf.clear();
     buf.push(prefix);
     buf.extend_from_slice(rest);
+}
+
+/// A key record's stored value.
+fn parse_key_record(key: &Key, value: &[u8]) -> Result<KeyRecord, StoreError> {
+    if value.len() != KEY_RECORD_LEN {
+        return Err(StoreError::Corrupt(format!(
+            "the record of key {key} is {} bytes, not {KEY_RECORD_LEN}",
+            value.len()
+        )));
+    }
+    Ok(KeyRecord {
+        digest: value[..32].try_into().expect("32 bytes"),
+        first_seq: be_u64(&value[32..40]),
+        last_seq: be_u64(&value[40..]),
+    })
 }
 
 fn be_u64(bytes: &[u8]) -> u64 {

@@ -10,7 +10,9 @@
 //! 3. in event order, each event's version is its stream's current version + 1,
 //!    counting the batch's earlier events, else [`StoreError::StaleStream`];
 //! 4. in commit order, no key is already recorded, else [`StoreError::KeyRepeated`]
-//!    (same digest) or [`StoreError::KeyConflict`].
+//!    (same digest) or [`StoreError::KeyConflict`]: [`check_keys`], which a backend may
+//!    run instead as part of its write, where inserting a key record can refuse a key
+//!    already there (sled's compare-and-swap) — one index walk for the check and the write.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,13 +23,12 @@ use super::{AppendBatch, Commit, Head, KeyRecord, StoreError};
 /// What a valid batch leaves behind: each touched stream's version after the batch.
 pub(crate) type FinalVersions<'a> = HashMap<&'a StreamId, u64>;
 
-/// Runs every check of the module doc against `head` (the store's current head) and the
-/// store's indexes, read through `version_of` and `key_of`.
+/// Runs checks 1–3 of the module doc against `head` (the store's current head) and the
+/// stream index, read through `version_of`.
 pub(crate) fn validate<'a>(
     batch: &'a AppendBatch,
     head: Head,
     mut version_of: impl FnMut(&StreamId) -> Result<u64, StoreError>,
-    mut key_of: impl FnMut(&Key) -> Result<Option<KeyRecord>, StoreError>,
 ) -> Result<FinalVersions<'a>, StoreError> {
     if head != batch.expected_head {
         return Err(StoreError::HeadMoved {
@@ -53,23 +54,35 @@ pub(crate) fn validate<'a>(
         }
         versions.insert(stream, event.envelope.version);
     }
+    Ok(versions)
+}
 
+/// Check 4 of the module doc, the keys read through `key_of`.
+pub(crate) fn check_keys(
+    batch: &AppendBatch,
+    mut key_of: impl FnMut(&Key) -> Result<Option<KeyRecord>, StoreError>,
+) -> Result<(), StoreError> {
     for commit in &batch.commits {
         if let Some(record) = key_of(&commit.key)? {
-            return Err(if record.digest == commit.digest {
-                StoreError::KeyRepeated {
-                    key: commit.key.clone(),
-                    record,
-                }
-            } else {
-                StoreError::KeyConflict {
-                    key: commit.key.clone(),
-                    first_seq: record.first_seq,
-                }
-            });
+            return Err(key_refused(commit, record));
         }
     }
-    Ok(versions)
+    Ok(())
+}
+
+/// The error for `commit`, whose key is already recorded as `record`.
+pub(crate) fn key_refused(commit: &Commit, record: KeyRecord) -> StoreError {
+    if record.digest == commit.digest {
+        StoreError::KeyRepeated {
+            key: commit.key.clone(),
+            record,
+        }
+    } else {
+        StoreError::KeyConflict {
+            key: commit.key.clone(),
+            first_seq: record.first_seq,
+        }
+    }
 }
 
 fn check_shape(batch: &AppendBatch, head: Head) -> Result<(), StoreError> {
