@@ -168,6 +168,9 @@ impl EventStore for GateStore {
     fn head(&self) -> Result<Head, StoreError> {
         self.inner.head()
     }
+    fn write_waiting_runs(&self) -> Result<(), StoreError> {
+        self.inner.write_waiting_runs()
+    }
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
         if GateStore::holds(batch, "slow") {
             SLOWED.store(true, Ordering::SeqCst);

@@ -468,6 +468,26 @@ fn key_records_hold_the_digest_and_the_first_and_last_positions(store: &dyn Even
     );
 }
 
+fn writing_the_waiting_runs_leaves_every_read_as_it_was(store: &dyn EventStore) {
+    append(store, &[("k1", &[app(1), clock()]), ("k2", &[app(2)])]);
+    append(store, &[("k3", &[app(1), app(3)])]);
+    let before = visible(store, &["k1", "k2", "k3"]);
+    store.write_waiting_runs().unwrap();
+    assert_eq!(visible(store, &["k1", "k2", "k3"]), before);
+    store.write_waiting_runs().unwrap();
+    let more = append(store, &[("k4", &[app(1)])]);
+    assert_eq!((more[0].envelope.seq, more[0].envelope.version), (6, 3));
+    assert_eq!(
+        store
+            .read_stream(&app(1), 1, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        vec![1, 4, 6]
+    );
+}
+
 fn snapshots_are_put_got_and_replaced(store: &dyn EventStore) {
     assert_eq!(store.get_snapshot("apps").unwrap(), None);
     store.put_snapshot("apps", b"one").unwrap();
@@ -842,6 +862,19 @@ macro_rules! conformance {
                 }
             )*
         }
+
+        /// Stream runs written every few events (the default waits for 262,144): reads
+        /// then mix runs in the tree with runs waiting in memory.
+        mod sled_indexing_often {
+            $(
+                #[test]
+                fn $case() {
+                    let dir = tempfile::TempDir::new().unwrap();
+                    let store = chat_ledger::store::SledStore::open(dir.path()).unwrap().index_runs_every(3);
+                    super::$case(&store);
+                }
+            )*
+        }
     };
 }
 
@@ -858,6 +891,7 @@ conformance!(
     a_repeated_key_with_the_same_digest_answers_the_original_record,
     a_repeated_key_with_another_digest_is_a_conflict,
     key_records_hold_the_digest_and_the_first_and_last_positions,
+    writing_the_waiting_runs_leaves_every_read_as_it_was,
     snapshots_are_put_got_and_replaced,
     the_last_snapshot_in_a_range_is_found_by_name,
     the_snapshots_in_a_range_are_read_in_name_order,
@@ -947,6 +981,10 @@ mod sled_only {
         let store = SledStore::open(std::path::Path::new(dir)).unwrap();
         match what {
             "append" => drop(append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(2)])])),
+            "appends" => {
+                append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(2)])]);
+                append(&store, &[("k3", &[app(1)])]);
+            }
             "vault-put" => {
                 store.put_app_key(AppId(1400000001), vault_key(1)).unwrap();
             }
@@ -986,6 +1024,16 @@ mod sled_only {
             assert_eq!(store.stored_head().unwrap().map(|h| h.seq), Some(3));
             assert_eq!(store.read(1, 10).unwrap().len(), 3);
             assert_eq!(store.stream_version(&app(1)).unwrap(), 1);
+            // The child's runs were waiting in memory: made again from the events on open.
+            let seqs = |stream| {
+                store
+                    .read_stream(&stream, 1, 10)
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.seq)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!((seqs(app(1)), seqs(clock()), seqs(app(2))), (vec![1], vec![2], vec![3]));
             assert!(store.key_record(&key("k2")).unwrap().is_some());
         }
         crash_child(dir.path(), "snapshot");
@@ -1024,7 +1072,8 @@ mod sled_only {
         let be = |n: u64| n.to_be_bytes().to_vec();
         let cat = |parts: &[&[u8]]| parts.concat();
 
-        // One append: one block, one run per stream touched, one key record per commit.
+        // One append, then close: one block, one run per stream touched (written on close),
+        // one key record per commit.
         let bytes: Vec<&[u8]> = events.iter().map(|e| e.bytes.as_slice()).collect();
         assert_eq!(
             log.get(cat(&[b"e", &be(1)])).unwrap().unwrap().to_vec(),
@@ -1057,7 +1106,8 @@ mod sled_only {
         );
         assert_eq!(
             log.get(b"h").unwrap().unwrap().to_vec(),
-            cat(&[&be(3), &events[2].hash.0])
+            cat(&[&be(3), &events[2].hash.0, &be(3)]),
+            "h: the head's seq and hash, then the seq up to which runs are written (all, on close)"
         );
         assert_eq!(
             log.get(b"f").unwrap().unwrap().to_vec(),
@@ -1111,8 +1161,6 @@ mod sled_only {
         assert!(matches!(store.key_record(&key("k1")), Err(StoreError::Corrupt(_))));
     }
 
-    /// What a crash in the middle of an append leaves (a prefix of its writes: blocks,
-    /// runs, key records, never `h`) is removed on open; the same append then succeeds.
     /// sled finds a recorded key as it inserts the key records (compare-and-swap), after
     /// the batch's blocks and runs: what the refused batch wrote must be gone from the tree,
     /// not only unreadable past the head.
@@ -1151,6 +1199,83 @@ mod sled_only {
         assert_eq!((more[0].envelope.seq, more[0].envelope.version), (2, 1));
     }
 
+    /// A layout-2 store (every run written by its append, a 40-byte `h`) opens as it is,
+    /// reads and appends, and is marked layout 3.
+    #[test]
+    fn a_layout_2_store_opens_and_goes_on() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (events, before) = {
+            let store = SledStore::open(dir.path()).unwrap();
+            let events = append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(2), app(1)])]);
+            (events, visible(&store, &["k1", "k2"]))
+        };
+        {
+            let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+            let log = db.open_tree("log").unwrap();
+            let h = log.get(b"h").unwrap().unwrap();
+            log.insert(b"h", &h[..40]).unwrap();
+            log.insert(b"f", &b"chat-ledger log layout 2"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(visible(&store, &["k1", "k2"]), before);
+            let more = append(&store, &[("k3", &[app(1)])]);
+            assert_eq!((more[0].envelope.seq, more[0].envelope.version), (5, 3));
+            assert_eq!(store.stored_head().unwrap().map(|h| h.hash), Some(more[0].hash));
+            assert_eq!(events.len(), 4);
+        }
+        let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        assert_eq!(
+            log.get(b"f").unwrap().unwrap().to_vec(),
+            chat_ledger::store::LAYOUT_MARKER.to_vec()
+        );
+    }
+
+    /// An append that writes the waiting runs writes them for committed events; torn before
+    /// its `h`, those runs are not committed and are removed on open like the rest of it.
+    #[test]
+    fn a_torn_write_of_the_waiting_runs_is_removed_on_open() {
+        let dir = tempfile::TempDir::new().unwrap();
+        crash_child(dir.path(), "appends");
+        let stray = [b"s".as_slice(), b"app:1", &[0], &2u64.to_be_bytes()].concat();
+        {
+            let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+            let log = db.open_tree("log").unwrap();
+            assert!(
+                log.scan_prefix(b"s").next().is_none(),
+                "the child's runs were all waiting"
+            );
+            // What a torn write of the waiting runs could leave: a run at app:1's version 2.
+            log.insert(&stray, &77u64.to_be_bytes()[..]).unwrap();
+            db.flush().unwrap();
+        }
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let seqs = store
+                .read_stream(&app(1), 1, 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>();
+            assert_eq!(seqs, vec![1, 4]);
+        }
+        let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        assert_eq!(log.get(&stray).unwrap(), None, "the torn run is gone");
+        assert_eq!(
+            log.get([b"s".as_slice(), b"app:1", &[0], &1u64.to_be_bytes()].concat())
+                .unwrap()
+                .unwrap()
+                .to_vec(),
+            [1u64.to_be_bytes(), 4u64.to_be_bytes()].concat(),
+            "closing wrote app:1's waiting run: versions 1 and 2"
+        );
+    }
+
+    /// What a crash in the middle of an append leaves (a prefix of its writes: blocks,
+    /// runs, key records, never `h`) is removed on open; the same append then succeeds.
     #[test]
     fn a_torn_append_is_removed_on_open() {
         let dir = tempfile::TempDir::new().unwrap();

@@ -193,4 +193,9 @@ pub trait EventStore: Send + Sync {
     fn put_app_key(&self, app: AppId, key: [u8; 32]) -> Result<[u8; 32], StoreError>;
 
     fn destroy_app_key(&self, app: AppId) -> Result<(), StoreError>;
+
+    /// Writes what the store keeps waiting in memory to be written together (sled: the
+    /// streams' runs), so that an open after a crash has nothing to make again; closing
+    /// the store does it too. Everything acknowledged is durable without it.
+    fn write_waiting_runs(&self) -> Result<(), StoreError>;
 }

@@ -1,6 +1,6 @@
 //! The embedded [`EventStore`], on sled 0.34.7.
 //!
-//! # On-disk layout (layout 2)
+//! # On-disk layout (layout 3)
 //!
 //! Everything an append writes lives in the tree named `log`. Integers are u64 big-endian,
 //! so byte order is numeric order and range scans walk in position order. Keys, by their
@@ -10,14 +10,26 @@
 //! |---|---|
 //! | `f` | the layout marker, [`LAYOUT_MARKER`]; written with `h` when the tree is created |
 //! | `e` first-seq | a *block*: events first-seq, first-seq + 1, … of one append, each as its length (u32) then its stored canonical bytes, exactly [`SealedEvent::bytes`](chat_ledger_events::SealedEvent); at most [`BLOCK_MAX_EVENTS`] events, and past the first at most [`BLOCK_MAX_BYTES`] |
-//! | `s` stream-id bytes, `0x00`, first-version | a *run*: the seqs (8 bytes each) of that stream's versions first-version, first-version + 1, … written by one append |
+//! | `s` stream-id bytes, `0x00`, first-version | a *run*: the seqs (8 bytes each) of that stream's versions first-version, first-version + 1, …, written together (below) |
 //! | `k` key bytes | [`KeyRecord`]: digest (32 bytes), first_seq (8), last_seq (8) |
-//! | `h` | the head: seq (8 bytes), then the hash of event seq (32 bytes) |
+//! | `h` | the head: seq (8 bytes), the hash of event seq (32 bytes), then the *indexed seq* (8 bytes): every event up to it has its run in the tree, none after it |
 //!
 //! Why blocks and runs: sled's cost is per entry far more than per byte, and an entry per
 //! event plus one per stream version cost 2.5 entries an event (docs/BENCHMARKS.md,
-//! Append). A bulk append now writes about one entry per input (its key record) plus one
-//! per stream it touches; a stream's version is its last run's end, so no entry holds it.
+//! Append). A stream's version is its last run's end, so no entry holds it.
+//!
+//! Why runs wait: a bulk batch touches most of its streams once, so a run per stream per
+//! append was half of what an append wrote. The runs of the events past the indexed seq
+//! wait in memory, one per stream, and are written together, each stream's as one run,
+//! by the append that brings them to [`UNINDEXED_EVENTS_MAX`] events (that append's `h`
+//! then names its own last event as indexed) and on close (`Drop`: runs, then `h`, then a
+//! flush). A bulk append now writes its blocks and a key record per input. Reads of a
+//! stream take the waiting runs for their versions and the tree for the ones before. After
+//! a process stopped without closing the store, `open` makes the waiting runs again by
+//! decoding the events past the indexed seq (at most [`UNINDEXED_EVENTS_MAX`]).
+//!
+//! Layout 2 is the same with every run written by its append and a 40-byte `h` (indexed
+//! seq = head): it opens as is, and its marker is rewritten to layout 3.
 //!
 //! Stream ids never contain `0x00` (appends refuse them), so the `s` entries of one stream
 //! are exactly those under the prefix `s` stream `0x00`.
@@ -31,7 +43,10 @@
 //! it is a torn append. [`SledStore::open`] removes such a tail (its blocks, and the runs
 //! and key records of its events, found by decoding them) before anything reads the store;
 //! an append that fails half-way marks the store so the next append removes its tail
-//! first. Key records are inserted by compare-and-swap from nothing: a key already
+//! first. Runs past the indexed seq are never committed: an append that writes the
+//! waiting runs and is torn before its `h` leaves runs starting at versions of events
+//! past the committed indexed seq, and the removal takes the runs at those events'
+//! versions too. Key records are inserted by compare-and-swap from nothing: a key already
 //! recorded refuses the batch there, before `h` (the key check and the write in one walk
 //! down the tree), and the append removes what it wrote at once. Reads never look past
 //! the committed head. This is cheaper than `apply_batch`,
@@ -70,7 +85,10 @@ const VAULT_TREE: &str = "vault";
 
 const LAYOUT: &[u8] = b"f";
 /// The value of `f`: names the layout this module documents.
-pub const LAYOUT_MARKER: &[u8] = b"chat-ledger log layout 2";
+pub const LAYOUT_MARKER: &[u8] = b"chat-ledger log layout 3";
+/// Layout 2 (module doc) opens as is; its marker is rewritten to layout 3 so that an
+/// older build refuses the store once runs may be waiting.
+const LAYOUT_2_MARKER: &[u8] = b"chat-ledger log layout 2";
 const EVENT: u8 = b'e';
 const STREAM_RUN: u8 = b's';
 const KEY: u8 = b'k';
@@ -85,8 +103,18 @@ pub const BLOCK_MAX_EVENTS: usize = 16;
 /// import in creating blob files).
 pub const BLOCK_MAX_BYTES: usize = 6 * 1024;
 
+/// The runs of at most this many events wait in memory (merged, one per stream) before an
+/// append writes them. Why: a bulk batch touches most of its streams once, so a run an
+/// append was an entry for every stream of every batch — 0.5 of the 1.13 sled entries an
+/// event of the Full append bench, and without them part (a) ran in 13–14 s instead of
+/// 23 (docs/BENCHMARKS.md). Bounded so that the memory (8 bytes an event) and what an open
+/// after a crash decodes again stay small.
+pub const UNINDEXED_EVENTS_MAX: usize = 1 << 18;
+
 const KEY_RECORD_LEN: usize = 32 + 8 + 8;
-const HEAD_LEN: usize = 8 + 32;
+/// `h`: the head's seq and hash, then the seq up to which every event's run is written.
+const HEAD_LEN: usize = 8 + 32 + 8;
+const HEAD_LEN_LAYOUT_2: usize = 8 + 32;
 
 pub struct SledStore {
     db: sled::Db,
@@ -103,6 +131,46 @@ pub struct SledStore {
     committed: RwLock<Head>,
     /// An append failed after its first write: the next append removes its tail first.
     torn: AtomicBool,
+    /// The runs of the committed events past `h`'s indexed seq, not yet in the tree.
+    unindexed: RwLock<Unindexed>,
+    /// [`UNINDEXED_EVENTS_MAX`] unless a test asks for less ([`SledStore::index_runs_every`]).
+    unindexed_events_max: usize,
+}
+
+/// Runs waiting to be written ([`UNINDEXED_EVENTS_MAX`]).
+#[derive(Default)]
+struct Unindexed {
+    /// Every event up to this seq has its run in the tree; none after it does.
+    indexed_to: u64,
+    /// Per stream: its first version not in the tree, and the seqs from that version on.
+    runs: HashMap<StreamId, (u64, Vec<u8>)>,
+    events: usize,
+}
+
+impl Unindexed {
+    /// Event `seq`, version `version` of `stream`, committed after the others.
+    fn add(&mut self, stream: &StreamId, version: u64, seq: u64) {
+        match self.runs.get_mut(stream) {
+            Some((first, seqs)) => {
+                assert_eq!(
+                    *first + (seqs.len() / 8) as u64,
+                    version,
+                    "stream {stream}: versions in order"
+                );
+                seqs.extend_from_slice(&seq.to_be_bytes());
+            }
+            None => {
+                self.runs.insert(stream.clone(), (version, seq.to_be_bytes().to_vec()));
+            }
+        }
+        self.events += 1;
+    }
+
+    /// The stream's last version, if it has events waiting.
+    fn version(&self, stream: &StreamId) -> Option<u64> {
+        let (first, seqs) = self.runs.get(stream)?;
+        Some(first + (seqs.len() / 8) as u64 - 1)
+    }
 }
 
 impl SledStore {
@@ -119,6 +187,10 @@ impl SledStore {
         let vault = db.open_tree(VAULT_TREE).map_err(sled_error(context()))?;
         match log.get(LAYOUT).map_err(sled_error(context()))? {
             Some(marker) if marker == LAYOUT_MARKER => {}
+            Some(marker) if marker == LAYOUT_2_MARKER => {
+                log.insert(LAYOUT, LAYOUT_MARKER).map_err(sled_error(context()))?;
+                db.flush().map_err(sled_error(context()))?;
+            }
             Some(marker) => {
                 return Err(StoreError::Layout(format!(
                     "the store in {} has layout {:?}, this build reads {:?}: open it with the build that wrote it",
@@ -130,7 +202,7 @@ impl SledStore {
             None if log.first().map_err(sled_error(context()))?.is_some() => {
                 return Err(StoreError::Layout(format!(
                     "the store in {} was written by an older chat-ledger (layout 1, one sled entry per event); \
-                     this build reads layout 2. Move it: `chat-ledger export` with the build that wrote it, \
+                     this build reads layouts 2 and 3. Move it: `chat-ledger export` with the build that wrote it, \
                      then `chat-ledger import --events` with this one",
                     dir.display()
                 )))
@@ -138,7 +210,7 @@ impl SledStore {
             None => {
                 let mut create = sled::Batch::default();
                 create.insert(LAYOUT, LAYOUT_MARKER);
-                create.insert(HEAD, &head_record(Head::EMPTY)[..]);
+                create.insert(HEAD, &head_record(Head::EMPTY, 0)[..]);
                 log.apply_batch(create).map_err(sled_error(context()))?;
                 db.flush().map_err(sled_error(context()))?;
             }
@@ -151,73 +223,142 @@ impl SledStore {
             append_lock: Mutex::new(HashMap::new()),
             committed: RwLock::new(Head::EMPTY),
             torn: AtomicBool::new(false),
+            unindexed: RwLock::new(Unindexed::default()),
+            unindexed_events_max: UNINDEXED_EVENTS_MAX,
         };
-        let head = match store.stored_head()? {
-            Some(head) => {
-                store.remove_tail_after(head)?;
-                head
+        let (head, indexed_to) = match store.head_record()? {
+            Some((head, indexed_to)) => {
+                store.remove_tail_after(head, indexed_to + 1)?;
+                (head, indexed_to)
             }
-            None => store.last_event_head()?,
+            // Damage (`verify` reports it): take the events as indexed.
+            None => {
+                let head = store.last_event_head()?;
+                (head, head.seq)
+            }
         };
         *store.committed.write().unwrap_or_else(|p| p.into_inner()) = head;
+        // The runs of the events past the indexed seq (a process that stopped without
+        // closing the store): made again from the events, at most UNINDEXED_EVENTS_MAX.
+        let mut unindexed = Unindexed {
+            indexed_to,
+            ..Unindexed::default()
+        };
+        let mut bad = None;
+        store.scan(indexed_to + 1, &mut |seq, bytes| match decode(bytes) {
+            Ok(env) => {
+                unindexed.add(&env.stream, env.version, seq);
+                true
+            }
+            Err(e) => {
+                bad = Some(StoreError::Corrupt(format!("{}: event {seq}: {e}", context())));
+                false
+            }
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        *store.unindexed.write().unwrap_or_else(|p| p.into_inner()) = unindexed;
         Ok(store)
+    }
+
+    /// Writes the waiting runs once `events` events wait, instead of [`UNINDEXED_EVENTS_MAX`]
+    /// (tests: the conformance suite runs with a window of a few events).
+    pub fn index_runs_every(mut self, events: usize) -> SledStore {
+        assert!(events > 0, "at least one event a window");
+        self.unindexed_events_max = events;
+        self
     }
 
     /// The head record `h` as stored, `None` if it is missing (where [`EventStore::head`]
     /// falls back on the last event). For `verify`, which compares it with the chain.
     pub fn stored_head(&self) -> Result<Option<Head>, StoreError> {
+        Ok(self.head_record()?.map(|(head, _)| head))
+    }
+
+    /// `h`: the head and the seq up to which runs are written (the head itself in layout 2).
+    fn head_record(&self) -> Result<Option<(Head, u64)>, StoreError> {
         let Some(value) = self.log.get(HEAD).map_err(sled_error("reading the head"))? else {
             return Ok(None);
         };
-        if value.len() != HEAD_LEN {
+        if value.len() != HEAD_LEN && value.len() != HEAD_LEN_LAYOUT_2 {
             return Err(StoreError::Corrupt(format!(
                 "the head record is {} bytes, not {HEAD_LEN}",
                 value.len()
             )));
         }
-        Ok(Some(Head {
+        let head = Head {
             seq: be_u64(&value[..8]),
-            hash: Hash(value[8..].try_into().expect("32 bytes")),
-        }))
+            hash: Hash(value[8..40].try_into().expect("32 bytes")),
+        };
+        let indexed_to = if value.len() == HEAD_LEN {
+            be_u64(&value[40..])
+        } else {
+            head.seq
+        };
+        if indexed_to > head.seq {
+            return Err(StoreError::Corrupt(format!(
+                "the head record says runs are written up to event {indexed_to}, past the head {}",
+                head.seq
+            )));
+        }
+        Ok(Some((head, indexed_to)))
     }
 
     fn committed(&self) -> Head {
         *self.committed.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Removes what a torn append left past `head`: its blocks, and the runs and key
-    /// records of their events. Returns how many events it removed.
-    fn remove_tail_after(&self, head: Head) -> Result<usize, StoreError> {
+    /// Removes what a torn append left past `head`: its blocks, the runs and key records of
+    /// their events, and the runs it may have written for the committed events from
+    /// `runs_from` on (an append that writes the waiting runs writes them for events up to
+    /// its own; committed runs never start past the indexed seq). Returns how many events
+    /// it removed.
+    fn remove_tail_after(&self, head: Head, runs_from: u64) -> Result<usize, StoreError> {
         let context = || format!("removing a torn append after event {}", head.seq);
-        let mut removed = 0;
+        let (mut removed, mut touched) = (0, false);
         let mut run_key = Vec::with_capacity(64);
         let mut key_key = Vec::with_capacity(64);
-        for block in self.log.range(&event_key(head.seq + 1)[..]..&[EVENT + 1][..]) {
+        let start = match self.block_of(runs_from)? {
+            Some((first, _)) => first,
+            None => runs_from,
+        };
+        for block in self.log.range(&event_key(start)[..]..&[EVENT + 1][..]) {
             let (block_key, block) = block.map_err(sled_error(context()))?;
-            for bytes in block_events(&block)? {
-                let env = decode(bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("{}: an event past the head: {e}", context())))?;
-                // Only the torn append's runs start at its versions, all past the committed ones.
-                stream_run_key(&mut run_key, &env.stream, env.version);
-                self.log.remove(&run_key[..]).map_err(sled_error(context()))?;
-                if self
-                    .key_record_with(&mut key_key, &env.key)?
-                    .is_some_and(|record| record.first_seq > head.seq)
-                {
-                    self.log.remove(&key_key[..]).map_err(sled_error(context()))?;
+            let first = event_seq(&block_key)?;
+            for (seq, bytes) in (first..).zip(block_events(&block)?) {
+                if seq < runs_from {
+                    continue;
                 }
-                removed += 1;
+                let env = decode(bytes).map_err(|e| StoreError::Corrupt(format!("{}: event {seq}: {e}", context())))?;
+                stream_run_key(&mut run_key, &env.stream, env.version);
+                touched |= self.log.remove(&run_key[..]).map_err(sled_error(context()))?.is_some();
+                if seq > head.seq {
+                    if self
+                        .key_record_with(&mut key_key, &env.key)?
+                        .is_some_and(|record| record.first_seq > head.seq)
+                    {
+                        self.log.remove(&key_key[..]).map_err(sled_error(context()))?;
+                    }
+                    removed += 1;
+                }
             }
-            self.log.remove(block_key).map_err(sled_error(context()))?;
+            if first > head.seq {
+                self.log.remove(block_key).map_err(sled_error(context()))?;
+            }
         }
-        if removed > 0 {
+        if removed > 0 || touched {
             self.db.flush().map_err(sled_error(context()))?;
         }
         Ok(removed)
     }
 
-    /// [`EventStore::stream_version`], building keys in `buf`: the end of the stream's last run.
+    /// [`EventStore::stream_version`], building keys in `buf`: the end of the stream's last
+    /// run, waiting or written.
     fn version_with(&self, buf: &mut Vec<u8>, stream: &StreamId) -> Result<u64, StoreError> {
+        if let Some(version) = self.unindexed.read().unwrap_or_else(|p| p.into_inner()).version(stream) {
+            return Ok(version);
+        }
         let end = stream_runs_end(buf, stream);
         let last = self.log.range(&buf[..]..&end[..]).next_back();
         let Some(entry) = last else {
@@ -283,7 +424,13 @@ impl SledStore {
     /// The writes of a validated batch, in commit-point order (module doc): blocks, runs,
     /// key records, then `h`. A key already recorded stops it before `h`
     /// ([`StoreError::KeyRepeated`] or [`StoreError::KeyConflict`], as `check_keys` says).
-    fn write(&self, batch: &AppendBatch, last: Head, key: &mut Vec<u8>) -> Result<(), StoreError> {
+    fn write(
+        &self,
+        batch: &AppendBatch,
+        last: Head,
+        key: &mut Vec<u8>,
+        unindexed: &Unindexed,
+    ) -> Result<bool, StoreError> {
         let first = batch.expected_head.seq + 1;
         // The error's text is made only on an error (it was a `format!` an insert).
         let failed = |e| sled_error(format_args!("appending events {first} to {}", last.seq))(e);
@@ -318,10 +465,6 @@ impl SledStore {
         self.log
             .insert(&event_key(block_first)[..], block.as_slice())
             .map_err(failed)?;
-        for (stream, first_version, seqs) in &runs {
-            stream_run_key(key, stream, *first_version);
-            self.log.insert(key.as_slice(), seqs.as_slice()).map_err(failed)?;
-        }
         for commit in &batch.commits {
             let record = key_record(commit);
             let mut value = [0u8; KEY_RECORD_LEN];
@@ -342,12 +485,70 @@ impl SledStore {
                 return Err(key_refused(commit, parse_key_record(&commit.key, &current)?));
             }
         }
-        self.log.insert(HEAD, &head_record(last)[..]).map_err(failed)?;
-        Ok(())
+        // The waiting runs and this batch's, merged (one entry a stream), once enough wait.
+        let events = (last.seq - batch.expected_head.seq) as usize;
+        let index = unindexed.events + events >= self.unindexed_events_max;
+        if index {
+            let mut mine: HashMap<&StreamId, &[u8]> = runs.iter().map(|(s, _, seqs)| (*s, seqs.as_slice())).collect();
+            let mut merged = Vec::new();
+            for (stream, (first, seqs)) in &unindexed.runs {
+                merged.clear();
+                merged.extend_from_slice(seqs);
+                if let Some(more) = mine.remove(stream) {
+                    merged.extend_from_slice(more);
+                }
+                stream_run_key(key, stream, *first);
+                self.log.insert(key.as_slice(), merged.as_slice()).map_err(failed)?;
+            }
+            for (stream, first, seqs) in &runs {
+                if mine.contains_key(stream) {
+                    stream_run_key(key, stream, *first);
+                    self.log.insert(key.as_slice(), seqs.as_slice()).map_err(failed)?;
+                }
+            }
+        }
+        let indexed_to = if index { last.seq } else { unindexed.indexed_to };
+        self.log
+            .insert(HEAD, &head_record(last, indexed_to)[..])
+            .map_err(failed)?;
+        Ok(index)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Nothing is lost if this fails: the next open makes the runs again from the events.
+        let _ = self.write_waiting_runs();
     }
 }
 
 impl EventStore for SledStore {
+    /// The waiting runs, then a head record saying they are written, then a flush.
+    fn write_waiting_runs(&self) -> Result<(), StoreError> {
+        // Not beside an append: it writes `h` too.
+        let _appending = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut unindexed = self.unindexed.write().unwrap_or_else(|p| p.into_inner());
+        if unindexed.runs.is_empty() || self.torn.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let head = self.committed();
+        let failed = |e| sled_error("writing the waiting stream runs")(e);
+        let mut key = Vec::with_capacity(64);
+        for (stream, (first, seqs)) in &unindexed.runs {
+            stream_run_key(&mut key, stream, *first);
+            self.log.insert(key.as_slice(), seqs.as_slice()).map_err(failed)?;
+        }
+        self.log
+            .insert(HEAD, &head_record(head, head.seq)[..])
+            .map_err(failed)?;
+        self.db.flush().map_err(failed)?;
+        *unindexed = Unindexed {
+            indexed_to: head.seq,
+            ..Unindexed::default()
+        };
+        Ok(())
+    }
+
     fn recorded_head(&self) -> Result<Option<Head>, StoreError> {
         self.stored_head()
     }
@@ -361,7 +562,8 @@ impl EventStore for SledStore {
         let head = self.committed();
         if self.torn.load(Ordering::Acquire) {
             versions.clear();
-            self.remove_tail_after(head)?;
+            let indexed_to = self.unindexed.read().unwrap_or_else(|p| p.into_inner()).indexed_to;
+            self.remove_tail_after(head, indexed_to + 1)?;
             self.torn.store(false, Ordering::Release);
         }
         // The checks' key buffer, reused to build the writes.
@@ -379,15 +581,35 @@ impl EventStore for SledStore {
             seq: last_event.envelope.seq,
             hash: last_event.hash,
         };
-        if let Err(e) = self.write(batch, last, &mut key) {
-            self.torn.store(true, Ordering::Release);
-            if matches!(e, StoreError::KeyRepeated { .. } | StoreError::KeyConflict { .. }) {
-                // Refused before `h`: what the batch wrote is a torn tail; remove it now
-                // (if that fails, the next append does).
-                self.remove_tail_after(head)?;
-                self.torn.store(false, Ordering::Release);
+        let written = {
+            let unindexed = self.unindexed.read().unwrap_or_else(|p| p.into_inner());
+            self.write(batch, last, &mut key, &unindexed)
+        };
+        let indexed = match written {
+            Ok(indexed) => indexed,
+            Err(e) => {
+                self.torn.store(true, Ordering::Release);
+                if matches!(e, StoreError::KeyRepeated { .. } | StoreError::KeyConflict { .. }) {
+                    // Refused before any run and `h`: what the batch wrote is a torn tail;
+                    // remove it now (if that fails, the next append does).
+                    self.remove_tail_after(head, head.seq + 1)?;
+                    self.torn.store(false, Ordering::Release);
+                }
+                return Err(e);
             }
-            return Err(e);
+        };
+        {
+            let mut unindexed = self.unindexed.write().unwrap_or_else(|p| p.into_inner());
+            if indexed {
+                *unindexed = Unindexed {
+                    indexed_to: last.seq,
+                    ..Unindexed::default()
+                };
+            } else {
+                for event in batch.commits.iter().flat_map(|c| &c.events) {
+                    unindexed.add(&event.envelope.stream, event.envelope.version, event.envelope.seq);
+                }
+            }
         }
         *self.committed.write().unwrap_or_else(|p| p.into_inner()) = last;
         for (stream, version) in after {
@@ -487,6 +709,13 @@ impl EventStore for SledStore {
         if max == 0 {
             return Ok(out);
         }
+        // Versions from `waiting_from` on are read from the waiting runs, whatever the tree
+        // holds (an append writing them may be under way).
+        let waiting = {
+            let unindexed = self.unindexed.read().unwrap_or_else(|p| p.into_inner());
+            unindexed.runs.get(stream).cloned()
+        };
+        let waiting_from = waiting.as_ref().map_or(u64::MAX, |(first, _)| *first);
         let mut lo = Vec::with_capacity(stream.as_str().len() + 10);
         let end = stream_runs_end(&mut lo, stream);
         let mut from = Vec::with_capacity(lo.len());
@@ -498,23 +727,41 @@ impl EventStore for SledStore {
             None => from,
         };
         let mut cache = None;
-        for entry in self.log.range(start..end) {
-            let (key, seqs) = entry.map_err(sled_error(context()))?;
-            run_len(stream, &seqs)?;
-            let first_version = be_u64(&key[key.len() - 8..]);
-            for (version, seq) in (first_version..).zip(seqs.chunks_exact(8).map(be_u64)) {
-                if version < from_version {
-                    continue;
+        let mut take = |version: u64, seq: u64, out: &mut Vec<StoredEvent>| -> Result<bool, StoreError> {
+            if version < from_version {
+                return Ok(true);
+            }
+            if seq > limit || out.len() == max {
+                return Ok(false);
+            }
+            let Some(bytes) = self.event_with(&mut cache, seq)? else {
+                return Err(StoreError::Corrupt(format!(
+                    "stream {stream} indexes event {seq}, which is missing"
+                )));
+            };
+            out.push(StoredEvent { seq, bytes });
+            Ok(true)
+        };
+        if from_version < waiting_from {
+            for entry in self.log.range(start..end) {
+                let (key, seqs) = entry.map_err(sled_error(context()))?;
+                run_len(stream, &seqs)?;
+                let first_version = be_u64(&key[key.len() - 8..]);
+                for (version, seq) in (first_version..).zip(seqs.chunks_exact(8).map(be_u64)) {
+                    if version >= waiting_from {
+                        break;
+                    }
+                    if !take(version, seq, &mut out)? {
+                        return Ok(out);
+                    }
                 }
-                if seq > limit || out.len() == max {
+            }
+        }
+        if let Some((first, seqs)) = waiting {
+            for (version, seq) in (first..).zip(seqs.chunks_exact(8).map(be_u64)) {
+                if !take(version, seq, &mut out)? {
                     return Ok(out);
                 }
-                let Some(bytes) = self.event_with(&mut cache, seq)? else {
-                    return Err(StoreError::Corrupt(format!(
-                        "stream {stream} indexes event {seq}, which is missing"
-                    )));
-                };
-                out.push(StoredEvent { seq, bytes });
             }
         }
         Ok(out)
@@ -701,10 +948,12 @@ fn stream_runs_end(buf: &mut Vec<u8>, stream: &StreamId) -> Vec<u8> {
     end
 }
 
-fn head_record(head: Head) -> [u8; HEAD_LEN] {
+fn head_record(head: Head, indexed_to: u64) -> [u8; HEAD_LEN] {
+    debug_assert!(indexed_to <= head.seq, "runs are written for committed events only");
     let mut value = [0u8; HEAD_LEN];
     value[..8].copy_from_slice(&head.seq.to_be_bytes());
-    value[8..].copy_from_slice(&head.hash.0);
+    value[8..40].copy_from_slice(&head.hash.0);
+    value[40..].copy_from_slice(&indexed_to.to_be_bytes());
     value
 }
 
