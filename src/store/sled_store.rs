@@ -711,11 +711,22 @@ impl EventStore for SledStore {
         }
         // Versions from `waiting_from` on are read from the waiting runs, whatever the tree
         // holds (an append writing them may be under way).
-        let waiting = {
+        // Copied out of the lock: at most `max` seqs from `from_version` (a stream's waiting
+        // run can be long, and a binary search over versions reads one at a time).
+        let (waiting_from, waiting) = {
             let unindexed = self.unindexed.read().unwrap_or_else(|p| p.into_inner());
-            unindexed.runs.get(stream).cloned()
+            match unindexed.runs.get(stream) {
+                None => (u64::MAX, None),
+                Some((first, seqs)) => {
+                    let skip = from_version.saturating_sub(*first).min((seqs.len() / 8) as u64) as usize;
+                    let take = (seqs.len() / 8 - skip).min(max);
+                    (
+                        *first,
+                        Some((first + skip as u64, seqs[skip * 8..(skip + take) * 8].to_vec())),
+                    )
+                }
+            }
         };
-        let waiting_from = waiting.as_ref().map_or(u64::MAX, |(first, _)| *first);
         let mut lo = Vec::with_capacity(stream.as_str().len() + 10);
         let end = stream_runs_end(&mut lo, stream);
         let mut from = Vec::with_capacity(lo.len());
