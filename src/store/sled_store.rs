@@ -36,8 +36,8 @@
 //!
 //! # Atomicity: the head record is the commit point
 //!
-//! An append inserts its blocks, then its runs, then its key records, then `h`, then
-//! flushes. sled recovers its log up to the first torn record (`LogIter` stops there:
+//! An append inserts its blocks, then its key records, then (when it fills the window)
+//! the waiting runs, then `h`, then flushes. sled recovers its log up to the first torn record (`LogIter` stops there:
 //! a prefix of the writes, in order), so after a crash either `h` names the append and
 //! everything before it is there, or `h` still names the previous head and what is past
 //! it is a torn append. [`SledStore::open`] removes such a tail (its blocks, and the runs
@@ -421,9 +421,11 @@ impl SledStore {
         Ok(nth_block_event(block, seq - first)?.map(|b| b.to_vec()))
     }
 
-    /// The writes of a validated batch, in commit-point order (module doc): blocks, runs,
-    /// key records, then `h`. A key already recorded stops it before `h`
-    /// ([`StoreError::KeyRepeated`] or [`StoreError::KeyConflict`], as `check_keys` says).
+    /// The writes of a validated batch, in commit-point order (module doc): blocks, key
+    /// records, then — when the batch fills the window — the waiting runs merged with its
+    /// own, then `h`. Returns whether it wrote the runs. A key already recorded stops it
+    /// before any run and `h` ([`StoreError::KeyRepeated`] or [`StoreError::KeyConflict`],
+    /// as `check_keys` says).
     fn write(
         &self,
         batch: &AppendBatch,
