@@ -50,9 +50,7 @@ impl Hash {
         hex::decode_to_slice(text, &mut out).map_err(|e| format!("hash {text:?} is not 64 hexadecimal digits: {e}"))?;
         Ok(Hash(out))
     }
-}
 
-impl Hash {
     /// The 64 lowercase hexadecimal digits, written into `out` (no allocation: every
     /// sealed event serializes one).
     fn hex<'a>(&self, out: &'a mut [u8; 64]) -> &'a str {

@@ -21,12 +21,12 @@
 //! Why runs wait: a bulk batch touches most of its streams once, so a run per stream per
 //! append was half of what an append wrote. The runs of the events past the indexed seq
 //! wait in memory, one per stream, and are written together, each stream's as one run,
-//! by the append that brings them to [`UNINDEXED_EVENTS_MAX`] events (that append's `h`
+//! by the append that brings them to [`WAITING_EVENTS_MAX`] events (that append's `h`
 //! then names its own last event as indexed) and on close (`Drop`: runs, then `h`, then a
 //! flush). A bulk append now writes its blocks and a key record per input. Reads of a
 //! stream take the waiting runs for their versions and the tree for the ones before. After
 //! a process stopped without closing the store, `open` makes the waiting runs again by
-//! decoding the events past the indexed seq (at most [`UNINDEXED_EVENTS_MAX`]).
+//! decoding the events past the indexed seq (at most [`WAITING_EVENTS_MAX`]).
 //!
 //! Layout 2 is the same with every run written by its append and a 40-byte `h` (indexed
 //! seq = head): it opens as is, and its marker is rewritten to layout 3.
@@ -109,7 +109,7 @@ pub const BLOCK_MAX_BYTES: usize = 6 * 1024;
 /// event of the Full append bench, and without them part (a) ran in 13–14 s instead of
 /// 23 (docs/BENCHMARKS.md). Bounded so that the memory (8 bytes an event) and what an open
 /// after a crash decodes again stay small.
-pub const UNINDEXED_EVENTS_MAX: usize = 1 << 18;
+pub const WAITING_EVENTS_MAX: usize = 1 << 18;
 
 const KEY_RECORD_LEN: usize = 32 + 8 + 8;
 /// `h`: the head's seq and hash, then the seq up to which every event's run is written.
@@ -132,14 +132,14 @@ pub struct SledStore {
     /// An append failed after its first write: the next append removes its tail first.
     torn: AtomicBool,
     /// The runs of the committed events past `h`'s indexed seq, not yet in the tree.
-    unindexed: RwLock<Unindexed>,
-    /// [`UNINDEXED_EVENTS_MAX`] unless a test asks for less ([`SledStore::index_runs_every`]).
-    unindexed_events_max: usize,
+    waiting_runs: RwLock<WaitingRuns>,
+    /// [`WAITING_EVENTS_MAX`] unless a test asks for less ([`SledStore::write_runs_every`]).
+    waiting_events_max: usize,
 }
 
-/// Runs waiting to be written ([`UNINDEXED_EVENTS_MAX`]).
+/// Runs waiting to be written ([`WAITING_EVENTS_MAX`]).
 #[derive(Default)]
-struct Unindexed {
+struct WaitingRuns {
     /// Every event up to this seq has its run in the tree; none after it does.
     indexed_to: u64,
     /// Per stream: its first version not in the tree, and the seqs from that version on.
@@ -147,7 +147,7 @@ struct Unindexed {
     events: usize,
 }
 
-impl Unindexed {
+impl WaitingRuns {
     /// Event `seq`, version `version` of `stream`, committed after the others.
     fn add(&mut self, stream: &StreamId, version: u64, seq: u64) {
         match self.runs.get_mut(stream) {
@@ -223,8 +223,8 @@ impl SledStore {
             append_lock: Mutex::new(HashMap::new()),
             committed: RwLock::new(Head::EMPTY),
             torn: AtomicBool::new(false),
-            unindexed: RwLock::new(Unindexed::default()),
-            unindexed_events_max: UNINDEXED_EVENTS_MAX,
+            waiting_runs: RwLock::new(WaitingRuns::default()),
+            waiting_events_max: WAITING_EVENTS_MAX,
         };
         let (head, indexed_to) = match store.head_record()? {
             Some((head, indexed_to)) => {
@@ -239,15 +239,15 @@ impl SledStore {
         };
         *store.committed.write().unwrap_or_else(|p| p.into_inner()) = head;
         // The runs of the events past the indexed seq (a process that stopped without
-        // closing the store): made again from the events, at most UNINDEXED_EVENTS_MAX.
-        let mut unindexed = Unindexed {
+        // closing the store): made again from the events, at most WAITING_EVENTS_MAX.
+        let mut waiting_runs = WaitingRuns {
             indexed_to,
-            ..Unindexed::default()
+            ..WaitingRuns::default()
         };
         let mut bad = None;
         store.scan(indexed_to + 1, &mut |seq, bytes| match decode(bytes) {
             Ok(env) => {
-                unindexed.add(&env.stream, env.version, seq);
+                waiting_runs.add(&env.stream, env.version, seq);
                 true
             }
             Err(e) => {
@@ -258,15 +258,15 @@ impl SledStore {
         if let Some(e) = bad {
             return Err(e);
         }
-        *store.unindexed.write().unwrap_or_else(|p| p.into_inner()) = unindexed;
+        *store.waiting_runs.write().unwrap_or_else(|p| p.into_inner()) = waiting_runs;
         Ok(store)
     }
 
-    /// Writes the waiting runs once `events` events wait, instead of [`UNINDEXED_EVENTS_MAX`]
+    /// Writes the waiting runs once `events` events wait, instead of [`WAITING_EVENTS_MAX`]
     /// (tests: the conformance suite runs with a window of a few events).
-    pub fn index_runs_every(mut self, events: usize) -> SledStore {
+    pub fn write_runs_every(mut self, events: usize) -> SledStore {
         assert!(events > 0, "at least one event a window");
-        self.unindexed_events_max = events;
+        self.waiting_events_max = events;
         self
     }
 
@@ -356,7 +356,12 @@ impl SledStore {
     /// [`EventStore::stream_version`], building keys in `buf`: the end of the stream's last
     /// run, waiting or written.
     fn version_with(&self, buf: &mut Vec<u8>, stream: &StreamId) -> Result<u64, StoreError> {
-        if let Some(version) = self.unindexed.read().unwrap_or_else(|p| p.into_inner()).version(stream) {
+        if let Some(version) = self
+            .waiting_runs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .version(stream)
+        {
             return Ok(version);
         }
         let end = stream_runs_end(buf, stream);
@@ -431,7 +436,7 @@ impl SledStore {
         batch: &AppendBatch,
         last: Head,
         key: &mut Vec<u8>,
-        unindexed: &Unindexed,
+        waiting_runs: &WaitingRuns,
     ) -> Result<bool, StoreError> {
         let first = batch.expected_head.seq + 1;
         // The error's text is made only on an error (it was a `format!` an insert).
@@ -439,7 +444,7 @@ impl SledStore {
         let mut block = Vec::with_capacity(BLOCK_MAX_BYTES);
         let (mut block_first, mut block_events) = (first, 0);
         // Each touched stream's run: its first version and its seqs, in first-touch order.
-        let mut runs: Vec<(&StreamId, u64, Vec<u8>)> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         let mut run_of: HashMap<&StreamId, usize> = HashMap::new();
         for event in batch.commits.iter().flat_map(|c| &c.events) {
             let env = &event.envelope;
@@ -487,35 +492,56 @@ impl SledStore {
                 return Err(key_refused(commit, parse_key_record(&commit.key, &current)?));
             }
         }
-        // The waiting runs and this batch's, merged (one entry a stream), once enough wait.
+        // Once enough wait: the waiting runs and this batch's, one entry a stream.
         let events = (last.seq - batch.expected_head.seq) as usize;
-        let index = unindexed.events + events >= self.unindexed_events_max;
-        if index {
-            let mut mine: HashMap<&StreamId, &[u8]> = runs.iter().map(|(s, _, seqs)| (*s, seqs.as_slice())).collect();
-            let mut merged = Vec::new();
-            for (stream, (first, seqs)) in &unindexed.runs {
-                merged.clear();
-                merged.extend_from_slice(seqs);
-                if let Some(more) = mine.remove(stream) {
-                    merged.extend_from_slice(more);
-                }
-                stream_run_key(key, stream, *first);
-                self.log.insert(key.as_slice(), merged.as_slice()).map_err(failed)?;
-            }
-            for (stream, first, seqs) in &runs {
-                if mine.contains_key(stream) {
-                    stream_run_key(key, stream, *first);
-                    self.log.insert(key.as_slice(), seqs.as_slice()).map_err(failed)?;
-                }
-            }
+        let write_runs = waiting_runs.events + events >= self.waiting_events_max;
+        if write_runs {
+            self.insert_runs(waiting_runs, &runs, key).map_err(failed)?;
         }
-        let indexed_to = if index { last.seq } else { unindexed.indexed_to };
+        let indexed_to = if write_runs { last.seq } else { waiting_runs.indexed_to };
         self.log
             .insert(HEAD, &head_record(last, indexed_to)[..])
             .map_err(failed)?;
-        Ok(index)
+        Ok(write_runs)
+    }
+
+    /// Inserts the waiting runs, each with `more`'s seqs of its stream after its own, and
+    /// `more`'s runs of the streams with none waiting.
+    fn insert_runs(&self, waiting_runs: &WaitingRuns, more: &[Run], key: &mut Vec<u8>) -> sled::Result<()> {
+        let mut more_of: HashMap<&StreamId, &[u8]> = more.iter().map(|(s, _, seqs)| (*s, seqs.as_slice())).collect();
+        let mut merged = Vec::new();
+        for (stream, (first, seqs)) in &waiting_runs.runs {
+            merged.clear();
+            merged.extend_from_slice(seqs);
+            if let Some(more) = more_of.remove(stream) {
+                merged.extend_from_slice(more);
+            }
+            stream_run_key(key, stream, *first);
+            self.log.insert(key.as_slice(), merged.as_slice())?;
+        }
+        for (stream, first, seqs) in more {
+            if more_of.contains_key(stream) {
+                stream_run_key(key, stream, *first);
+                self.log.insert(key.as_slice(), seqs.as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a torn append's tail (`torn`), before anything else writes.
+    fn remove_torn_tail(&self, versions: &mut HashMap<StreamId, u64>) -> Result<(), StoreError> {
+        if self.torn.load(Ordering::Acquire) {
+            versions.clear();
+            let indexed_to = self.waiting_runs.read().unwrap_or_else(|p| p.into_inner()).indexed_to;
+            self.remove_tail_after(self.committed(), indexed_to + 1)?;
+            self.torn.store(false, Ordering::Release);
+        }
+        Ok(())
     }
 }
+
+/// One stream's run made by an append: its stream, first version and seqs (8 bytes each).
+type Run<'a> = (&'a StreamId, u64, Vec<u8>);
 
 impl Drop for SledStore {
     fn drop(&mut self) {
@@ -528,25 +554,23 @@ impl EventStore for SledStore {
     /// The waiting runs, then a head record saying they are written, then a flush.
     fn write_waiting_runs(&self) -> Result<(), StoreError> {
         // Not beside an append: it writes `h` too.
-        let _appending = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut unindexed = self.unindexed.write().unwrap_or_else(|p| p.into_inner());
-        if unindexed.runs.is_empty() || self.torn.load(Ordering::Acquire) {
+        let mut versions = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.remove_torn_tail(&mut versions)?;
+        let mut waiting_runs = self.waiting_runs.write().unwrap_or_else(|p| p.into_inner());
+        if waiting_runs.runs.is_empty() {
             return Ok(());
         }
         let head = self.committed();
         let failed = |e| sled_error("writing the waiting stream runs")(e);
-        let mut key = Vec::with_capacity(64);
-        for (stream, (first, seqs)) in &unindexed.runs {
-            stream_run_key(&mut key, stream, *first);
-            self.log.insert(key.as_slice(), seqs.as_slice()).map_err(failed)?;
-        }
+        self.insert_runs(&waiting_runs, &[], &mut Vec::with_capacity(64))
+            .map_err(failed)?;
         self.log
             .insert(HEAD, &head_record(head, head.seq)[..])
             .map_err(failed)?;
         self.db.flush().map_err(failed)?;
-        *unindexed = Unindexed {
+        *waiting_runs = WaitingRuns {
             indexed_to: head.seq,
-            ..Unindexed::default()
+            ..WaitingRuns::default()
         };
         Ok(())
     }
@@ -561,13 +585,8 @@ impl EventStore for SledStore {
 
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
         let mut versions = self.append_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.remove_torn_tail(&mut versions)?;
         let head = self.committed();
-        if self.torn.load(Ordering::Acquire) {
-            versions.clear();
-            let indexed_to = self.unindexed.read().unwrap_or_else(|p| p.into_inner()).indexed_to;
-            self.remove_tail_after(head, indexed_to + 1)?;
-            self.torn.store(false, Ordering::Release);
-        }
         // The checks' key buffer, reused to build the writes.
         let mut key = Vec::with_capacity(64);
         let after = validate(batch, head, |stream| match versions.get(stream) {
@@ -584,11 +603,11 @@ impl EventStore for SledStore {
             hash: last_event.hash,
         };
         let written = {
-            let unindexed = self.unindexed.read().unwrap_or_else(|p| p.into_inner());
-            self.write(batch, last, &mut key, &unindexed)
+            let waiting_runs = self.waiting_runs.read().unwrap_or_else(|p| p.into_inner());
+            self.write(batch, last, &mut key, &waiting_runs)
         };
-        let indexed = match written {
-            Ok(indexed) => indexed,
+        let runs_written = match written {
+            Ok(runs_written) => runs_written,
             Err(e) => {
                 self.torn.store(true, Ordering::Release);
                 if matches!(e, StoreError::KeyRepeated { .. } | StoreError::KeyConflict { .. }) {
@@ -601,15 +620,15 @@ impl EventStore for SledStore {
             }
         };
         {
-            let mut unindexed = self.unindexed.write().unwrap_or_else(|p| p.into_inner());
-            if indexed {
-                *unindexed = Unindexed {
+            let mut waiting_runs = self.waiting_runs.write().unwrap_or_else(|p| p.into_inner());
+            if runs_written {
+                *waiting_runs = WaitingRuns {
                     indexed_to: last.seq,
-                    ..Unindexed::default()
+                    ..WaitingRuns::default()
                 };
             } else {
                 for event in batch.commits.iter().flat_map(|c| &c.events) {
-                    unindexed.add(&event.envelope.stream, event.envelope.version, event.envelope.seq);
+                    waiting_runs.add(&event.envelope.stream, event.envelope.version, event.envelope.seq);
                 }
             }
         }
@@ -716,15 +735,15 @@ impl EventStore for SledStore {
         // Copied out of the lock: at most `max` seqs from `from_version` (a stream's waiting
         // run can be long, and a binary search over versions reads one at a time).
         let (waiting_from, waiting) = {
-            let unindexed = self.unindexed.read().unwrap_or_else(|p| p.into_inner());
-            match unindexed.runs.get(stream) {
+            let waiting_runs = self.waiting_runs.read().unwrap_or_else(|p| p.into_inner());
+            match waiting_runs.runs.get(stream) {
                 None => (u64::MAX, None),
                 Some((first, seqs)) => {
                     let skip = from_version.saturating_sub(*first).min((seqs.len() / 8) as u64) as usize;
-                    let take = (seqs.len() / 8 - skip).min(max);
+                    let count = (seqs.len() / 8 - skip).min(max);
                     (
                         *first,
-                        Some((first + skip as u64, seqs[skip * 8..(skip + take) * 8].to_vec())),
+                        Some((first + skip as u64, seqs[skip * 8..(skip + count) * 8].to_vec())),
                     )
                 }
             }
