@@ -315,8 +315,8 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// One append's sled writes: (key, value) pairs.
-type WriteSet = Vec<(Vec<u8>, Vec<u8>)>;
+/// One append's sled writes: (key, value) inserts, `None` a removal.
+type WriteSet = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 fn be(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes.try_into().expect("8 bytes"))
@@ -324,44 +324,86 @@ fn be(bytes: &[u8]) -> u64 {
 
 /// The write sets the store's appends made, rebuilt from its `log` tree (the layout of
 /// src/store/sled_store.rs) and the head after each append: each append's event blocks,
-/// stream runs and key records, then its head record — what `SledStore::append` inserts
-/// before its flush (a stream run written later, with the waiting runs, is counted with
-/// the append of its first event: the same entries, written earlier).
+/// its commits' digests (`j`, 32 bytes a commit, at most 192 an entry: removed by the
+/// first append after their window is written, so rebuilt here from the events' keys),
+/// the stream runs and key window it wrote (with the append that closed the window: the
+/// store's close, for the last one), then its head record — what `SledStore::append`
+/// inserts before its flush. Returns the sets and the entries left in the tree.
 fn write_sets(dir: &Path, heads: &[Head]) -> (Vec<WriteSet>, usize) {
     let db = open_raw_sled(dir).expect("reopen the store raw");
     let tree = db.open_tree("log").expect("the log tree");
     let of = |seq: u64| heads.partition_point(|h| h.seq < seq);
-    // Per append: blocks, runs, key records (tree order is e < k < s: sort by kind below).
     let mut sets: Vec<WriteSet> = vec![Vec::new(); heads.len()];
+    let mut windows: Vec<u64> = Vec::new();
     let mut entries = 0;
+    // Each append's commits, by their first seq (a commit's events share its key).
+    let mut commits: Vec<Vec<u64>> = vec![Vec::new(); heads.len()];
+    let mut last_key = None;
     for entry in tree.iter() {
         let (k, v) = entry.expect("read the store");
         entries += 1;
         let append = match k[0] {
-            b'e' => of(be(&k[1..])),
-            b's' => of(be(&v[..8])),
-            b'k' => of(be(&v[32..40])),
+            b'e' => {
+                let first = be(&k[1..]);
+                for (seq, bytes) in (first..).zip(chat_ledger::store::block_events(&v).expect("a block")) {
+                    let key = decode(bytes).expect("decodes").key;
+                    if last_key.as_ref() != Some(&key) {
+                        commits[of(seq)].push(seq);
+                        last_key = Some(key);
+                    }
+                }
+                of(first)
+            }
+            // Written by the append that closed the window of the run's first event.
+            b's' => of(windows[windows.partition_point(|&w| w < be(&v[..8]))]),
+            b'K' => of(be(&k[1..9])),
+            b'F' => {
+                windows.push(be(&k[1..9]));
+                of(be(&k[1..9]))
+            }
             _ => continue, // `f` (written at creation) and `h`: below, as each append wrote it
         };
-        sets[append].push((k.to_vec(), v.to_vec()));
+        sets[append].push((k.to_vec(), Some(v.to_vec())));
     }
     let order = |key: &[u8]| match key[0] {
         b'e' => 0,
-        b's' => 1,
-        _ => 2,
+        b'j' => 1,
+        b's' => 2,
+        _ => 3,
     };
-    for (set, head) in sets.iter_mut().zip(heads) {
-        set.sort_by_key(|(k, _)| order(k)); // stable: positions stay in order
+    let mut stale: Vec<Vec<u8>> = Vec::new();
+    let last = heads.len() - 1;
+    for (i, (set, head)) in sets.iter_mut().zip(heads).enumerate() {
+        let mut writes = std::mem::take(set);
+        // The digests of a written window go with the next append (the last, on close).
+        if i > 0 && windows.contains(&heads[i - 1].seq) {
+            set.extend(stale.drain(..).map(|k| (k, None)));
+        }
+        for firsts in commits[i].chunks(192) {
+            let key = [&b"j"[..], &firsts[0].to_be_bytes()].concat();
+            writes.push((key.clone(), Some(vec![0; 32 * firsts.len()])));
+            stale.push(key);
+        }
+        writes.sort_by_key(|(k, _)| order(k)); // stable: positions stay in order
+        set.extend(writes);
         let mut value = head.seq.to_be_bytes().to_vec();
         value.extend_from_slice(&head.hash.0);
-        set.push((b"h".to_vec(), value));
+        value.extend_from_slice(&head.seq.to_be_bytes());
+        set.push((b"h".to_vec(), Some(value)));
+        if i == last && windows.contains(&head.seq) {
+            set.extend(stale.drain(..).map(|k| (k, None)));
+        }
     }
     (sets, entries - 2) // less `f` and `h`, which are not per event
 }
 
 fn apply(tree: &sled::Tree, set: &WriteSet) {
     for (k, v) in set {
-        tree.insert(k.as_slice(), v.as_slice()).expect("insert");
+        match v {
+            Some(v) => tree.insert(k.as_slice(), v.as_slice()).map(drop),
+            None => tree.remove(k.as_slice()).map(drop),
+        }
+        .expect("write");
     }
 }
 
@@ -382,6 +424,30 @@ fn main() {
         text.len() as f64 / 1e6
     );
 
+    // `CHAT_LEDGER_APPEND_PROFILE=bulk`: part (a) once, nothing else (for `perf record`).
+    if std::env::var("CHAT_LEDGER_APPEND_PROFILE").is_ok_and(|p| p == "bulk") {
+        let dir = temp();
+        let mut ledger = open_ledger(dir.path());
+        let (wall, cpu, head) = timed(|| {
+            ledger
+                .submit_chunks(&inputs, CHUNK_INPUTS_DEFAULT, |_, outcomes, _| {
+                    black_box(outcomes);
+                })
+                .expect("the bulk is accepted");
+            let head = ledger.head();
+            drop(ledger);
+            head
+        });
+        println!(
+            "(a) once: {} events in {wall:?} (CPU {cpu:?}): {:.0} events/s; head {}:{}",
+            head.seq,
+            rate(head.seq, wall),
+            head.seq,
+            head.hash
+        );
+        return;
+    }
+
     // (a) bulk through the ledger, chunks of CHUNK_INPUTS_DEFAULT; (a') the same through
     // import::import; (b) raw sled: the same bytes, inserted, one flush; (b2) the store's
     // own write sets, inserted + one flush per append as SledStore::append does
@@ -398,7 +464,7 @@ fn main() {
         let dir = temp();
         let mut ledger = open_ledger(dir.path());
         let mut heads = Vec::with_capacity(inputs.len() / CHUNK_INPUTS_DEFAULT + 1);
-        // Timed up to the store's close, which writes the stream runs still waiting.
+        // Timed up to the store's close, which writes the index still waiting.
         let (wall, cpu, head) = timed(|| {
             ledger
                 .submit_chunks(&inputs, CHUNK_INPUTS_DEFAULT, |_, outcomes, head| {
@@ -498,8 +564,10 @@ fn main() {
         println!("  {kind:<22} {n:>9} events, mean {:>4.0} bytes", *b as f64 / *n as f64);
     }
     println!(
-        "the store's sled entries: {bulk_entries} ({:.2} per event) in {} appends",
+        "the store's sled entries: {bulk_entries} ({:.2} per event), {} writes ({:.2} per event) in {} appends",
         bulk_entries as f64 / events as f64,
+        bulk_sets.iter().map(Vec::len).sum::<usize>(),
+        bulk_sets.iter().map(Vec::len).sum::<usize>() as f64 / events as f64,
         bulk_sets.len()
     );
 
@@ -583,7 +651,7 @@ fn main() {
     }
     let stored_head = sets_tree.get(b"h").expect("read").expect("a head");
     assert_eq!(
-        &stored_head[8..],
+        &stored_head[8..40],
         &single_head.hash.0[..],
         "write sets: the head record"
     );

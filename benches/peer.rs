@@ -683,7 +683,7 @@ fn main() {
         })
         .expect("every batch appends");
     // Up to the stream runs waiting in memory written too (what closing the store does).
-    ledger.store().write_waiting_runs().expect("write the waiting runs");
+    ledger.store().write_waiting_index().expect("write the waiting runs");
     let ours_batched = start.elapsed();
     let ours_batched_cpu = common::cpu_time().unwrap_or_default() - cpu_start;
     // Does a batch cost more as the log grows? The first and the last quarter of batches.

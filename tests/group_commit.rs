@@ -168,8 +168,8 @@ impl EventStore for GateStore {
     fn head(&self) -> Result<Head, StoreError> {
         self.inner.head()
     }
-    fn write_waiting_runs(&self) -> Result<(), StoreError> {
-        self.inner.write_waiting_runs()
+    fn write_waiting_index(&self) -> Result<(), StoreError> {
+        self.inner.write_waiting_index()
     }
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
         if GateStore::holds(batch, "slow") {

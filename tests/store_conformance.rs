@@ -466,15 +466,21 @@ fn key_records_hold_the_digest_and_the_first_and_last_positions(store: &dyn Even
         None,
         "a key that prefixes another is its own key"
     );
+    // Another append (in sled, another window when it writes every few events).
+    let mut b = Builder::new(store);
+    let c3 = b.commit("k3", 9, &[app(2)]);
+    store.append(&b.batch(vec![c3])).unwrap();
+    let records = ["k1", "k2", "k3", "k0"].map(|k| store.key_record(&key(k)).unwrap().map(|r| r.last_seq));
+    assert_eq!(records, [Some(1), Some(4), Some(5), None]);
 }
 
-fn writing_the_waiting_runs_leaves_every_read_as_it_was(store: &dyn EventStore) {
+fn writing_the_waiting_index_leaves_every_read_as_it_was(store: &dyn EventStore) {
     append(store, &[("k1", &[app(1), clock()]), ("k2", &[app(2)])]);
     append(store, &[("k3", &[app(1), app(3)])]);
     let before = visible(store, &["k1", "k2", "k3"]);
-    store.write_waiting_runs().unwrap();
+    store.write_waiting_index().unwrap();
     assert_eq!(visible(store, &["k1", "k2", "k3"]), before);
-    store.write_waiting_runs().unwrap();
+    store.write_waiting_index().unwrap();
     let more = append(store, &[("k4", &[app(1)])]);
     assert_eq!((more[0].envelope.seq, more[0].envelope.version), (6, 3));
     assert_eq!(
@@ -870,7 +876,7 @@ macro_rules! conformance {
                 #[test]
                 fn $case() {
                     let dir = tempfile::TempDir::new().unwrap();
-                    let store = chat_ledger::store::SledStore::open(dir.path()).unwrap().write_runs_every(3);
+                    let store = chat_ledger::store::SledStore::open(dir.path()).unwrap().write_index_every(3);
                     super::$case(&store);
                 }
             )*
@@ -891,7 +897,7 @@ conformance!(
     a_repeated_key_with_the_same_digest_answers_the_original_record,
     a_repeated_key_with_another_digest_is_a_conflict,
     key_records_hold_the_digest_and_the_first_and_last_positions,
-    writing_the_waiting_runs_leaves_every_read_as_it_was,
+    writing_the_waiting_index_leaves_every_read_as_it_was,
     snapshots_are_put_got_and_replaced,
     the_last_snapshot_in_a_range_is_found_by_name,
     the_snapshots_in_a_range_are_read_in_name_order,
@@ -1034,7 +1040,14 @@ mod sled_only {
                     .collect::<Vec<_>>()
             };
             assert_eq!((seqs(app(1)), seqs(clock()), seqs(app(2))), (vec![1], vec![2], vec![3]));
-            assert!(store.key_record(&key("k2")).unwrap().is_some());
+            // So were its key records: made again from the events and their digests.
+            let k2 = KeyRecord {
+                digest: digest(1),
+                first_seq: 3,
+                last_seq: 3,
+            };
+            assert_eq!(store.key_record(&key("k2")).unwrap(), Some(k2));
+            assert_eq!(store.key_record(&key("k1")).unwrap().map(|r| r.last_seq), Some(2));
         }
         crash_child(dir.path(), "snapshot");
         {
@@ -1072,8 +1085,8 @@ mod sled_only {
         let be = |n: u64| n.to_be_bytes().to_vec();
         let cat = |parts: &[&[u8]]| parts.concat();
 
-        // One append, then close: one block, one run per stream touched (written on close),
-        // one key record per commit.
+        // One append, then close: one block, one run per stream touched and one key window
+        // (written on close): a chunk of the key records, sorted, and the window's filter.
         let bytes: Vec<&[u8]> = events.iter().map(|e| e.bytes.as_slice()).collect();
         assert_eq!(
             log.get(cat(&[b"e", &be(1)])).unwrap().unwrap().to_vec(),
@@ -1097,17 +1110,35 @@ mod sled_only {
             be(2)
         );
         assert_eq!(
-            log.get(cat(&[b"k", b"k2"])).unwrap().unwrap().to_vec(),
-            cat(&[&digest(1), &be(3), &be(3)])
+            log.get(cat(&[b"K", &be(3), b"k1"])).unwrap().unwrap().to_vec(),
+            cat(&[
+                &2u16.to_be_bytes(),
+                b"k1",
+                &digest(1),
+                &be(1),
+                &be(2),
+                &2u16.to_be_bytes(),
+                b"k2",
+                &digest(1),
+                &be(3),
+                &be(3)
+            ]),
+            "K + window (its last seq) + first key: each record's key length (u16), key, digest, first and last seq"
+        );
+        let filter = log.get(cat(&[b"F", &be(3)])).unwrap().unwrap();
+        assert!(
+            filter.len() > 20,
+            "F + window: the filter's 20-byte header, then fingerprints"
         );
         assert_eq!(
-            log.get(cat(&[b"k", b"k1"])).unwrap().unwrap().to_vec(),
-            cat(&[&digest(1), &be(1), &be(2)])
+            log.scan_prefix(b"j").count(),
+            0,
+            "the commits' digests (j) are gone once their window is written"
         );
         assert_eq!(
             log.get(b"h").unwrap().unwrap().to_vec(),
             cat(&[&be(3), &events[2].hash.0, &be(3)]),
-            "h: the head's seq and hash, then the seq up to which runs are written (all, on close)"
+            "h: the head's seq and hash, then the seq up to which the index is written (all, on close)"
         );
         assert_eq!(
             log.get(b"f").unwrap().unwrap().to_vec(),
@@ -1152,7 +1183,8 @@ mod sled_only {
             log.remove([b'e', 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
             log.insert(b"sclock\x00\x00\x00\x00\x00\x00\x00\x00\x01", &b"short"[..])
                 .unwrap();
-            log.insert(b"kk1", &b"short"[..]).unwrap();
+            let chunk = [b"K".as_slice(), &1u64.to_be_bytes(), b"k1"].concat();
+            assert!(log.insert(chunk, &b"short"[..]).unwrap().is_some(), "k1's chunk");
             db.flush().unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();
@@ -1199,55 +1231,109 @@ mod sled_only {
         assert_eq!((more[0].envelope.seq, more[0].envelope.version), (2, 1));
     }
 
-    /// A layout-2 store (every run written by its append, a 40-byte `h`) opens as it is,
-    /// reads and appends, and is marked layout 3.
-    #[test]
-    fn a_layout_2_store_opens_and_goes_on() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let before = {
-            let store = SledStore::open(dir.path()).unwrap();
-            append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(2), app(1)])]);
-            visible(&store, &["k1", "k2"])
-        };
-        {
-            let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
-            let log = db.open_tree("log").unwrap();
-            let h = log.get(b"h").unwrap().unwrap();
-            log.insert(b"h", &h[..40]).unwrap();
-            log.insert(b"f", &b"chat-ledger log layout 2"[..]).unwrap();
-            db.flush().unwrap();
-        }
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            assert_eq!(visible(&store, &["k1", "k2"]), before);
-            let more = append(&store, &[("k3", &[app(1)])]);
-            assert_eq!((more[0].envelope.seq, more[0].envelope.version), (5, 3));
-            assert_eq!(store.stored_head().unwrap().map(|h| h.hash), Some(more[0].hash));
-        }
-        let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+    /// Rewrites the closed store in `dir` as layout 2 or 3 wrote it: a `k` record per key
+    /// (from the key chunks), no key windows; layout 2 with a 40-byte `h`, layout 3 as a
+    /// process that stopped with every run waiting (`h` indexed to 0, no runs).
+    fn as_older_layout(dir: &std::path::Path, layout: u8) {
+        let db = chat_ledger::store::open_raw_sled(dir).unwrap();
         let log = db.open_tree("log").unwrap();
-        assert_eq!(
-            log.get(b"f").unwrap().unwrap().to_vec(),
-            chat_ledger::store::LAYOUT_MARKER.to_vec()
-        );
+        for entry in log.scan_prefix(b"K") {
+            let (_, chunk) = entry.unwrap();
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                let (key, record) = rest[2..].split_at(len);
+                log.insert([b"k", key].concat(), &record[..48]).unwrap();
+                rest = &record[48..];
+            }
+        }
+        for prefix in [b"K", b"F", b"j"] {
+            for entry in log.scan_prefix(prefix) {
+                log.remove(entry.unwrap().0).unwrap();
+            }
+        }
+        let h = log.get(b"h").unwrap().unwrap();
+        if layout == 2 {
+            log.insert(b"h", &h[..40]).unwrap();
+        } else {
+            log.insert(b"h", [&h[..40], &0u64.to_be_bytes()].concat()).unwrap();
+            for entry in log.scan_prefix(b"s") {
+                log.remove(entry.unwrap().0).unwrap();
+            }
+        }
+        log.insert(b"f", format!("chat-ledger log layout {layout}").as_bytes())
+            .unwrap();
+        db.flush().unwrap();
     }
 
-    /// An append that writes the waiting runs writes them for committed events; torn before
-    /// its `h`, those runs are not committed and are removed on open like the rest of it.
+    /// A store of layout 2 or 3 opens as it is, reads and appends (its key records found,
+    /// a repeated key refused), and is marked layout 4.
     #[test]
-    fn a_torn_write_of_the_waiting_runs_is_removed_on_open() {
+    fn a_store_of_layout_2_or_3_opens_and_goes_on() {
+        for layout in [2, 3] {
+            let dir = tempfile::TempDir::new().unwrap();
+            let before = {
+                let store = SledStore::open(dir.path()).unwrap();
+                append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(2), app(1)])]);
+                visible(&store, &["k1", "k2"])
+            };
+            as_older_layout(dir.path(), layout);
+            {
+                let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+                let log = db.open_tree("log").unwrap();
+                assert_eq!(log.scan_prefix(b"k").count(), 2, "layout {layout}: a record a key");
+            }
+            {
+                let store = SledStore::open(dir.path()).unwrap();
+                assert_eq!(visible(&store, &["k1", "k2"]), before, "layout {layout}");
+                let mut b = Builder::new(&store);
+                let again = b.commit("k2", 1, &[app(3)]);
+                assert!(matches!(
+                    store.append(&b.batch(vec![again])),
+                    Err(StoreError::KeyRepeated { .. })
+                ));
+                let more = append(&store, &[("k3", &[app(1)])]);
+                assert_eq!((more[0].envelope.seq, more[0].envelope.version), (5, 3));
+                assert_eq!(store.stored_head().unwrap().map(|h| h.hash), Some(more[0].hash));
+            }
+            let store = SledStore::open(dir.path()).unwrap();
+            let records = ["k1", "k2", "k3"].map(|k| store.key_record(&key(k)).unwrap().map(|r| r.first_seq));
+            assert_eq!(records, [Some(1), Some(3), Some(5)], "layout {layout}");
+            drop(store);
+            let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+            let log = db.open_tree("log").unwrap();
+            assert_eq!(
+                log.get(b"f").unwrap().unwrap().to_vec(),
+                chat_ledger::store::LAYOUT_MARKER.to_vec()
+            );
+        }
+    }
+
+    /// An append that writes the waiting index writes it for committed events; torn before
+    /// its `h`, it is not committed and is removed on open like the rest of it (a run, a
+    /// key window, digests past the head).
+    #[test]
+    fn a_torn_write_of_the_waiting_index_is_removed_on_open() {
         let dir = tempfile::TempDir::new().unwrap();
         crash_child(dir.path(), "appends");
-        let stray = [b"s".as_slice(), b"app:1", &[0], &2u64.to_be_bytes()].concat();
+        let stray_run = [b"s".as_slice(), b"app:1", &[0], &2u64.to_be_bytes()].concat();
+        let stray_chunk = [b"K".as_slice(), &5u64.to_be_bytes(), b"k9"].concat();
+        let stray_filter = [b"F".as_slice(), &5u64.to_be_bytes()].concat();
+        let stray_digests = [b"j".as_slice(), &5u64.to_be_bytes()].concat();
         {
             let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
             let log = db.open_tree("log").unwrap();
             assert!(
-                log.scan_prefix(b"s").next().is_none(),
-                "the child's runs were all waiting"
+                log.scan_prefix(b"s").next().is_none() && log.scan_prefix(b"K").next().is_none(),
+                "the child's index was all waiting"
             );
-            // What a torn write of the waiting runs could leave: a run at app:1's version 2.
-            log.insert(&stray, &77u64.to_be_bytes()[..]).unwrap();
+            assert_eq!(log.scan_prefix(b"j").count(), 2, "a digests entry an append");
+            // What a torn append that wrote the waiting index could leave: a run at app:1's
+            // version 2, a key window up to its own event 5, its digests.
+            log.insert(&stray_run, &77u64.to_be_bytes()[..]).unwrap();
+            log.insert(&stray_chunk, &b"x"[..]).unwrap();
+            log.insert(&stray_filter, &b""[..]).unwrap();
+            log.insert(&stray_digests, &[9u8; 32][..]).unwrap();
             db.flush().unwrap();
         }
         {
@@ -1259,10 +1345,14 @@ mod sled_only {
                 .map(|e| e.seq)
                 .collect::<Vec<_>>();
             assert_eq!(seqs, vec![1, 4]);
+            let records = ["k1", "k3", "k9"].map(|k| store.key_record(&key(k)).unwrap().map(|r| r.first_seq));
+            assert_eq!(records, [Some(1), Some(4), None]);
         }
         let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
         let log = db.open_tree("log").unwrap();
-        assert_eq!(log.get(&stray).unwrap(), None, "the torn run is gone");
+        for stray in [&stray_run, &stray_chunk, &stray_filter, &stray_digests] {
+            assert_eq!(log.get(stray).unwrap(), None, "{stray:?} is gone");
+        }
         assert_eq!(
             log.get([b"s".as_slice(), b"app:1", &[0], &1u64.to_be_bytes()].concat())
                 .unwrap()
@@ -1271,10 +1361,14 @@ mod sled_only {
             [1u64.to_be_bytes(), 4u64.to_be_bytes()].concat(),
             "closing wrote app:1's waiting run: versions 1 and 2"
         );
+        assert!(log
+            .get([b"F".as_slice(), &4u64.to_be_bytes()].concat())
+            .unwrap()
+            .is_some());
     }
 
     /// What a crash in the middle of an append leaves (a prefix of its writes: blocks,
-    /// runs, key records, never `h`) is removed on open; the same append then succeeds.
+    /// digests, runs, never `h`) is removed on open; the same append then succeeds.
     #[test]
     fn a_torn_append_is_removed_on_open() {
         let dir = tempfile::TempDir::new().unwrap();
@@ -1289,7 +1383,7 @@ mod sled_only {
             seq: 2,
             hash: first[1].hash,
         };
-        // Write the torn append's prefix by hand: every block, every run, one key record.
+        // Write the torn append's prefix by hand: every block, every run, its digests.
         {
             let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
             let log = db.open_tree("log").unwrap();
@@ -1306,8 +1400,11 @@ mod sled_only {
                 let seqs: Vec<u8> = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
                 log.insert(key, seqs).unwrap();
             }
-            let record = [&digest(2)[..], &3u64.to_be_bytes(), &4u64.to_be_bytes()].concat();
-            log.insert(b"kk2", record).unwrap();
+            log.insert(
+                [b"j".as_slice(), &3u64.to_be_bytes()].concat(),
+                [digest(2), digest(3)].concat(),
+            )
+            .unwrap();
             db.flush().unwrap();
         }
         let store = SledStore::open(dir.path()).unwrap();

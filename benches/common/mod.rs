@@ -158,8 +158,8 @@ mod timed_store {
         fn destroy_app_key(&self, app: AppId) -> Result<(), StoreError> {
             self.0.destroy_app_key(app)
         }
-        fn write_waiting_runs(&self) -> Result<(), StoreError> {
-            self.0.write_waiting_runs()
+        fn write_waiting_index(&self) -> Result<(), StoreError> {
+            self.0.write_waiting_index()
         }
     }
 }

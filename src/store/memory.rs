@@ -40,8 +40,8 @@ impl MemoryStore {
 }
 
 impl EventStore for MemoryStore {
-    fn write_waiting_runs(&self) -> Result<(), StoreError> {
-        Ok(()) // its stream index is written with each append
+    fn write_waiting_index(&self) -> Result<(), StoreError> {
+        Ok(()) // its indexes are written with each append
     }
 
     fn head(&self) -> Result<Head, StoreError> {

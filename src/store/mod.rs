@@ -3,6 +3,7 @@
 //! server-backed store (PostgreSQL, a later issue) can implement it and pass the same
 //! conformance suite (`tests/store_conformance.rs`).
 
+mod key_windows;
 mod memory;
 mod sled_store;
 mod validate;
@@ -195,7 +196,8 @@ pub trait EventStore: Send + Sync {
     fn destroy_app_key(&self, app: AppId) -> Result<(), StoreError>;
 
     /// Writes what the store keeps waiting in memory to be written together (sled: the
-    /// streams' runs), so that an open after a crash has nothing to make again; closing
-    /// the store does it too. Everything acknowledged is durable without it.
-    fn write_waiting_runs(&self) -> Result<(), StoreError>;
+    /// streams' runs and the key records), so that an open after a crash has nothing to
+    /// make again; closing the store does it too. Everything acknowledged is durable
+    /// without it.
+    fn write_waiting_index(&self) -> Result<(), StoreError>;
 }

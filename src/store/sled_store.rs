@@ -68,16 +68,20 @@
 //! disk at once. Nothing else is stored. sled's own file format may change between its versions: the
 //! ledger's portable form is its export, not this directory.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fmt::Display;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use chat_ledger_events::{decode, AppId, Hash, Key, StreamId};
 
-use super::validate::{key_record, key_refused, validate};
-use super::{AppendBatch, EventStore, Head, KeyRecord, StoreError, StoredEvent};
+use super::key_windows::{
+    find_in_chunk, key_hash, read_window, window_entries, window_key, KeyWindow, DIGESTS_PER_ENTRY, KEY_CHUNK,
+    KEY_DIGESTS, KEY_FILTER,
+};
+use super::validate::{check_keys, key_record, validate};
+use super::{AppendBatch, Commit, EventStore, Head, KeyRecord, StoreError, StoredEvent};
 
 const LOG_TREE: &str = "log";
 const SNAPSHOT_TREE: &str = "snapshots";
@@ -85,10 +89,11 @@ const VAULT_TREE: &str = "vault";
 
 const LAYOUT: &[u8] = b"f";
 /// The value of `f`: names the layout this module documents.
-pub const LAYOUT_MARKER: &[u8] = b"chat-ledger log layout 3";
-/// Layout 2 (module doc) opens as is; its marker is rewritten to layout 3 so that an
-/// older build refuses the store once runs may be waiting.
-const LAYOUT_2_MARKER: &[u8] = b"chat-ledger log layout 2";
+pub const LAYOUT_MARKER: &[u8] = b"chat-ledger log layout 4";
+/// Layouts 2 and 3 (module doc) open as they are; their marker is rewritten to layout 4
+/// (after the waiting runs are written) so that an older build refuses the store once key
+/// records may be waiting.
+const OLDER_MARKERS: [&[u8]; 2] = [b"chat-ledger log layout 2", b"chat-ledger log layout 3"];
 const EVENT: u8 = b'e';
 const STREAM_RUN: u8 = b's';
 const KEY: u8 = b'k';
@@ -103,12 +108,13 @@ pub const BLOCK_MAX_EVENTS: usize = 16;
 /// import in creating blob files).
 pub const BLOCK_MAX_BYTES: usize = 6 * 1024;
 
-/// The runs of at most this many events wait in memory (merged, one per stream) before an
-/// append writes them. Why: a bulk batch touches most of its streams once, so a run an
-/// append was an entry for every stream of every batch — 0.5 of the 1.13 sled entries an
-/// event of the Full append bench, and without them part (a) ran in 13–14 s instead of
-/// 23 (docs/BENCHMARKS.md). Bounded so that the memory (8 bytes an event) and what an open
-/// after a crash decodes again stay small.
+/// The runs and key records of at most this many events wait in memory (the runs merged,
+/// one per stream) before an append writes them. Why: a bulk batch touches most of its
+/// streams once, so a run an append was an entry for every stream of every batch — 0.5 of
+/// the 1.13 sled entries an event of the Full append bench, and without them part (a) ran
+/// in 13–14 s instead of 23; and a key record an input was then most of the rest
+/// (docs/BENCHMARKS.md). Bounded so that the memory (8 bytes an event, ~100 a key) and
+/// what an open after a crash decodes again stay small.
 pub const WAITING_EVENTS_MAX: usize = 1 << 18;
 
 const KEY_RECORD_LEN: usize = 32 + 8 + 8;
@@ -131,23 +137,37 @@ pub struct SledStore {
     committed: RwLock<Head>,
     /// An append failed after its first write: the next append removes its tail first.
     torn: AtomicBool,
-    /// The runs of the committed events past `h`'s indexed seq, not yet in the tree.
-    waiting_runs: RwLock<WaitingRuns>,
-    /// [`WAITING_EVENTS_MAX`] unless a test asks for less ([`SledStore::write_runs_every`]).
+    /// The index of the committed events past `h`'s indexed seq, not yet in the tree, and
+    /// the filters of the key windows that are.
+    index: RwLock<IndexInMemory>,
+    /// [`WAITING_EVENTS_MAX`] unless a test asks for less ([`SledStore::write_index_every`]).
     waiting_events_max: usize,
+    /// The tree holds key records of layout 2 or 3 (`k`): a lookup reads them last.
+    older_key_records: bool,
+    /// The `j` entries up to this seq belong to written windows: the next append removes
+    /// them first (0: none).
+    stale_digests_to: AtomicU64,
 }
 
-/// Runs waiting to be written ([`WAITING_EVENTS_MAX`]).
 #[derive(Default)]
-struct WaitingRuns {
-    /// Every event up to this seq has its run in the tree; none after it does.
+struct IndexInMemory {
+    waiting: WaitingIndex,
+    /// The written key windows, oldest first.
+    key_windows: Vec<KeyWindow>,
+}
+
+/// Stream runs and key records waiting to be written ([`WAITING_EVENTS_MAX`]).
+#[derive(Default)]
+struct WaitingIndex {
+    /// Every event up to this seq has its run and key record in the tree; none after it does.
     indexed_to: u64,
     /// Per stream: its first version not in the tree, and the seqs from that version on.
     runs: HashMap<StreamId, (u64, Vec<u8>)>,
+    keys: HashMap<Key, KeyRecord>,
     events: usize,
 }
 
-impl WaitingRuns {
+impl WaitingIndex {
     /// Event `seq`, version `version` of `stream`, committed after the others.
     fn add(&mut self, stream: &StreamId, version: u64, seq: u64) {
         match self.runs.get_mut(stream) {
@@ -185,12 +205,9 @@ impl SledStore {
         let log = db.open_tree(LOG_TREE).map_err(sled_error(context()))?;
         let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(sled_error(context()))?;
         let vault = db.open_tree(VAULT_TREE).map_err(sled_error(context()))?;
-        match log.get(LAYOUT).map_err(sled_error(context()))? {
-            Some(marker) if marker == LAYOUT_MARKER => {}
-            Some(marker) if marker == LAYOUT_2_MARKER => {
-                log.insert(LAYOUT, LAYOUT_MARKER).map_err(sled_error(context()))?;
-                db.flush().map_err(sled_error(context()))?;
-            }
+        let upgrading = match log.get(LAYOUT).map_err(sled_error(context()))? {
+            Some(marker) if marker == LAYOUT_MARKER => false,
+            Some(marker) if OLDER_MARKERS.contains(&&marker[..]) => true,
             Some(marker) => {
                 return Err(StoreError::Layout(format!(
                     "the store in {} has layout {:?}, this build reads {:?}: open it with the build that wrote it",
@@ -202,7 +219,7 @@ impl SledStore {
             None if log.first().map_err(sled_error(context()))?.is_some() => {
                 return Err(StoreError::Layout(format!(
                     "the store in {} was written by an older chat-ledger (layout 1, one sled entry per event); \
-                     this build reads layouts 2 and 3. Move it: `chat-ledger export` with the build that wrote it, \
+                     this build reads layouts 2 to 4. Move it: `chat-ledger export` with the build that wrote it, \
                      then `chat-ledger import --events` with this one",
                     dir.display()
                 )))
@@ -213,8 +230,10 @@ impl SledStore {
                 create.insert(HEAD, &head_record(Head::EMPTY, 0)[..]);
                 log.apply_batch(create).map_err(sled_error(context()))?;
                 db.flush().map_err(sled_error(context()))?;
+                false
             }
-        }
+        };
+        let older_key_records = log.scan_prefix([KEY]).next().is_some();
         let store = SledStore {
             db,
             log,
@@ -223,31 +242,67 @@ impl SledStore {
             append_lock: Mutex::new(HashMap::new()),
             committed: RwLock::new(Head::EMPTY),
             torn: AtomicBool::new(false),
-            waiting_runs: RwLock::new(WaitingRuns::default()),
+            index: RwLock::new(IndexInMemory::default()),
             waiting_events_max: WAITING_EVENTS_MAX,
+            older_key_records,
+            stale_digests_to: AtomicU64::new(0),
         };
-        let (head, indexed_to) = match store.head_record()? {
+        let (indexed_to, waiting) = match store.head_record()? {
             Some((head, indexed_to)) => {
-                store.remove_tail_after(head, indexed_to + 1)?;
-                (head, indexed_to)
+                store.remove_tail_after(head, indexed_to)?;
+                *store.committed.write().unwrap_or_else(|p| p.into_inner()) = head;
+                (indexed_to, store.waiting_index(indexed_to, !upgrading)?)
             }
-            // Damage (`verify` reports it): take the events as indexed.
+            // Damage (`verify` reports it, so this must open): the events are indexed up to
+            // the last key window (runs and key windows are written together), or all of
+            // them in a store of layout 2 or 3; the waiting key records are left out if
+            // the digests do not match the events.
             None => {
                 let head = store.last_event_head()?;
-                (head, head.seq)
+                *store.committed.write().unwrap_or_else(|p| p.into_inner()) = head;
+                let last_window = store.key_windows(u64::MAX)?.last().map(|w| w.last_seq);
+                let indexed_to = last_window.unwrap_or(if older_key_records { head.seq } else { 0 });
+                let waiting = match store.waiting_index(indexed_to.min(head.seq), true) {
+                    Err(StoreError::Corrupt(_)) => store.waiting_index(indexed_to.min(head.seq), false)?,
+                    other => other?,
+                };
+                (indexed_to, waiting)
             }
         };
-        *store.committed.write().unwrap_or_else(|p| p.into_inner()) = head;
-        // The runs of the events past the indexed seq (a process that stopped without
-        // closing the store): made again from the events, at most WAITING_EVENTS_MAX.
-        let mut waiting_runs = WaitingRuns {
-            indexed_to,
-            ..WaitingRuns::default()
+        *store.index.write().unwrap_or_else(|p| p.into_inner()) = IndexInMemory {
+            waiting,
+            key_windows: store.key_windows(indexed_to)?,
         };
+        store.stale_digests_to.store(indexed_to, Ordering::Release);
+        if upgrading {
+            // A layout-3 store's waiting runs are written before the marker says layout 4
+            // (its key records are `k` entries, read as they are).
+            store.write_waiting_index()?;
+            store.log.insert(LAYOUT, LAYOUT_MARKER).map_err(sled_error(context()))?;
+            store.db.flush().map_err(sled_error(context()))?;
+        }
+        Ok(store)
+    }
+
+    /// The waiting index of the events past `indexed_to` (a process that stopped without
+    /// closing the store): made again from the events, at most [`WAITING_EVENTS_MAX`], and
+    /// with `keys` from their `j` digests.
+    fn waiting_index(&self, indexed_to: u64, keys: bool) -> Result<WaitingIndex, StoreError> {
+        let context = || format!("indexing the events after {indexed_to} again");
+        let mut waiting = WaitingIndex {
+            indexed_to,
+            ..WaitingIndex::default()
+        };
+        // Each commit's key, first and last seq: its events are consecutive, under its key.
+        let mut commits: Vec<(Key, u64, u64)> = Vec::new();
         let mut bad = None;
-        store.scan(indexed_to + 1, &mut |seq, bytes| match decode(bytes) {
+        self.scan(indexed_to + 1, &mut |seq, bytes| match decode(bytes) {
             Ok(env) => {
-                waiting_runs.add(&env.stream, env.version, seq);
+                waiting.add(&env.stream, env.version, seq);
+                match commits.last_mut() {
+                    Some((key, _, last)) if *key == env.key => *last = seq,
+                    _ => commits.push((env.key, seq, seq)),
+                }
                 true
             }
             Err(e) => {
@@ -258,13 +313,71 @@ impl SledStore {
         if let Some(e) = bad {
             return Err(e);
         }
-        *store.waiting_runs.write().unwrap_or_else(|p| p.into_inner()) = waiting_runs;
-        Ok(store)
+        if !keys {
+            return Ok(waiting);
+        }
+        let mut digests: Vec<(u64, [u8; 32])> = Vec::with_capacity(commits.len());
+        let mut from = Vec::with_capacity(9);
+        window_key(&mut from, KEY_DIGESTS, indexed_to + 1);
+        for entry in self.log.range(&from[..]..&[KEY_DIGESTS + 1][..]) {
+            let (key, value) = entry.map_err(sled_error(context()))?;
+            if key.len() != 9 || value.is_empty() || value.len() % 32 != 0 {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: a digests entry is malformed",
+                    context()
+                )));
+            }
+            let first = be_u64(&key[1..]);
+            digests.extend(value.chunks_exact(32).map(|d| (first, d.try_into().expect("32 bytes"))));
+        }
+        if digests.len() != commits.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{}: {} commits, {} digests recorded for them",
+                context(),
+                commits.len(),
+                digests.len()
+            )));
+        }
+        let mut entry_first = 0;
+        for ((key, first_seq, last_seq), (entry, digest)) in commits.into_iter().zip(digests) {
+            // An entry's key is the first seq of its first commit.
+            if entry != entry_first && entry != first_seq {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: the digests entry at {entry} does not start at a commit",
+                    context()
+                )));
+            }
+            entry_first = entry;
+            waiting.keys.insert(
+                key,
+                KeyRecord {
+                    digest,
+                    first_seq,
+                    last_seq,
+                },
+            );
+        }
+        Ok(waiting)
     }
 
-    /// Writes the waiting runs once `events` events wait, instead of [`WAITING_EVENTS_MAX`]
+    /// The key windows written up to `indexed_to`, oldest first.
+    fn key_windows(&self, indexed_to: u64) -> Result<Vec<KeyWindow>, StoreError> {
+        let mut to = Vec::with_capacity(9);
+        window_key(&mut to, KEY_FILTER, indexed_to);
+        let mut windows = Vec::new();
+        for entry in self.log.range(&[KEY_FILTER][..]..=&to[..]) {
+            let (key, value) = entry.map_err(sled_error("reading the key windows"))?;
+            if key.len() != 9 {
+                return Err(StoreError::Corrupt("a key filter's key is not `F` and 8 bytes".into()));
+            }
+            windows.push(read_window(be_u64(&key[1..]), &value)?);
+        }
+        Ok(windows)
+    }
+
+    /// Writes the waiting index once `events` events wait, instead of [`WAITING_EVENTS_MAX`]
     /// (tests: the conformance suite runs with a window of a few events).
-    pub fn write_runs_every(mut self, events: usize) -> SledStore {
+    pub fn write_index_every(mut self, events: usize) -> SledStore {
         assert!(events > 0, "at least one event a window");
         self.waiting_events_max = events;
         self
@@ -309,16 +422,18 @@ impl SledStore {
         *self.committed.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Removes what a torn append left past `head`: its blocks, the runs and key records of
-    /// their events, and the runs it may have written for the committed events from
-    /// `runs_from` on (an append that writes the waiting runs writes them for events up to
-    /// its own; committed runs never start past the indexed seq). Returns how many events
-    /// it removed.
-    fn remove_tail_after(&self, head: Head, runs_from: u64) -> Result<usize, StoreError> {
+    /// Removes what a torn append left past `head`: its blocks, its `j` digests, the runs
+    /// (and in layout 3, key records) of its events, and what it may have written of the
+    /// index of the committed events past `indexed_to` (an append that writes the waiting
+    /// index writes it up to its own events; nothing committed is indexed past
+    /// `indexed_to`): their runs, and the key window past it. Returns how many events it
+    /// removed.
+    fn remove_tail_after(&self, head: Head, indexed_to: u64) -> Result<usize, StoreError> {
         let context = || format!("removing a torn append after event {}", head.seq);
         let (mut removed, mut touched) = (0, false);
         let mut run_key = Vec::with_capacity(64);
         let mut key_key = Vec::with_capacity(64);
+        let runs_from = indexed_to + 1;
         let start = match self.block_of(runs_from)? {
             Some((first, _)) => first,
             None => runs_from,
@@ -334,17 +449,32 @@ impl SledStore {
                 stream_run_key(&mut run_key, &env.stream, env.version);
                 touched |= self.log.remove(&run_key[..]).map_err(sled_error(context()))?.is_some();
                 if seq > head.seq {
-                    if self
-                        .key_record_with(&mut key_key, &env.key)?
-                        .is_some_and(|record| record.first_seq > head.seq)
-                    {
-                        self.log.remove(&key_key[..]).map_err(sled_error(context()))?;
+                    if self.older_key_records {
+                        prefixed(&mut key_key, KEY, env.key.as_str().as_bytes());
+                        let record = self.log.get(&key_key[..]).map_err(sled_error(context()))?;
+                        if let Some(value) = record {
+                            if parse_key_record(&env.key, &value)?.first_seq > head.seq {
+                                self.log.remove(&key_key[..]).map_err(sled_error(context()))?;
+                            }
+                        }
                     }
                     removed += 1;
                 }
             }
             if first > head.seq {
                 self.log.remove(block_key).map_err(sled_error(context()))?;
+            }
+        }
+        for (prefix, from) in [
+            (KEY_DIGESTS, head.seq + 1),
+            (KEY_CHUNK, runs_from),
+            (KEY_FILTER, runs_from),
+        ] {
+            window_key(&mut key_key, prefix, from);
+            for entry in self.log.range(&key_key[..]..&[prefix + 1][..]) {
+                let (key, _) = entry.map_err(sled_error(context()))?;
+                self.log.remove(key).map_err(sled_error(context()))?;
+                touched = true;
             }
         }
         if removed > 0 || touched {
@@ -357,9 +487,10 @@ impl SledStore {
     /// run, waiting or written.
     fn version_with(&self, buf: &mut Vec<u8>, stream: &StreamId) -> Result<u64, StoreError> {
         if let Some(version) = self
-            .waiting_runs
+            .index
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .waiting
             .version(stream)
         {
             return Ok(version);
@@ -374,8 +505,33 @@ impl SledStore {
         Ok(first_version + run_len(stream, &seqs)? as u64 - 1)
     }
 
-    /// [`EventStore::key_record`], building the key in `buf`.
+    /// [`EventStore::key_record`], building keys in `buf`: the waiting key records, then
+    /// the written windows whose filter may hold the key (newest first), then the key
+    /// records of layout 3.
     fn key_record_with(&self, buf: &mut Vec<u8>, key: &Key) -> Result<Option<KeyRecord>, StoreError> {
+        {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(record) = index.waiting.keys.get(key) {
+                return Ok(Some(*record));
+            }
+            if !index.key_windows.is_empty() {
+                let hash = key_hash(key);
+                for window in index.key_windows.iter().rev().filter(|w| w.may_hold(hash)) {
+                    let prefix = window_key(buf, KEY_CHUNK, window.last_seq);
+                    buf.extend_from_slice(key.as_str().as_bytes());
+                    let Some(chunk) = self.log.range(&buf[..prefix]..=&buf[..]).next_back() else {
+                        continue;
+                    };
+                    let (_, chunk) = chunk.map_err(sled_error(format_args!("reading key {key}")))?;
+                    if let Some(record) = find_in_chunk(&chunk, key)? {
+                        return Ok(Some(record));
+                    }
+                }
+            }
+        }
+        if !self.older_key_records {
+            return Ok(None);
+        }
         prefixed(buf, KEY, key.as_str().as_bytes());
         let value = self
             .log
@@ -426,18 +582,17 @@ impl SledStore {
         Ok(nth_block_event(block, seq - first)?.map(|b| b.to_vec()))
     }
 
-    /// The writes of a validated batch, in commit-point order (module doc): blocks, key
-    /// records, then — when the batch fills the window — the waiting runs merged with its
-    /// own, then `h`. Returns whether it wrote the runs. A key already recorded stops it
-    /// before any run and `h` ([`StoreError::KeyRepeated`] or [`StoreError::KeyConflict`],
-    /// as `check_keys` says).
+    /// The writes of a checked batch, in commit-point order (module doc): blocks, the
+    /// commits' digests, then — when the batch fills the window — the waiting index with
+    /// its own (runs merged, one a stream; the key window), then `h`. Returns the key window
+    /// it wrote, if it wrote the index.
     fn write(
         &self,
         batch: &AppendBatch,
         last: Head,
         key: &mut Vec<u8>,
-        waiting_runs: &WaitingRuns,
-    ) -> Result<bool, StoreError> {
+        waiting: &WaitingIndex,
+    ) -> Result<Option<KeyWindow>, StoreError> {
         let first = batch.expected_head.seq + 1;
         // The error's text is made only on an error (it was a `format!` an insert).
         let failed = |e| sled_error(format_args!("appending events {first} to {}", last.seq))(e);
@@ -472,58 +627,89 @@ impl SledStore {
         self.log
             .insert(&event_key(block_first)[..], block.as_slice())
             .map_err(failed)?;
-        for commit in &batch.commits {
-            let record = key_record(commit);
-            let mut value = [0u8; KEY_RECORD_LEN];
-            value[..32].copy_from_slice(&record.digest);
-            value[32..40].copy_from_slice(&record.first_seq.to_be_bytes());
-            value[40..].copy_from_slice(&record.last_seq.to_be_bytes());
-            prefixed(key, KEY, commit.key.as_str().as_bytes());
-            // Inserted only where no record is: the key check (validate.rs, check 4) and
-            // the write in one walk down the tree.
-            if let Err(refused) = self
-                .log
-                .compare_and_swap(key.as_slice(), None::<&[u8]>, Some(&value[..]))
-                .map_err(failed)?
-            {
-                let current = refused
-                    .current
-                    .expect("compare-and-swap from None fails only on a value");
-                return Err(key_refused(commit, parse_key_record(&commit.key, &current)?));
+        // What an open after a crash cannot read back from the events: each commit's digest.
+        let mut digests = Vec::with_capacity(DIGESTS_PER_ENTRY * 32);
+        for commits in batch.commits.chunks(DIGESTS_PER_ENTRY) {
+            digests.clear();
+            for commit in commits {
+                digests.extend_from_slice(&commit.digest);
             }
+            window_key(key, KEY_DIGESTS, commits[0].events[0].envelope.seq);
+            self.log.insert(key.as_slice(), digests.as_slice()).map_err(failed)?;
         }
-        // Once enough wait: the waiting runs and this batch's, one entry a stream.
+        // Once enough wait: the waiting index and this batch's.
         let events = (last.seq - batch.expected_head.seq) as usize;
-        let write_runs = waiting_runs.events + events >= self.waiting_events_max;
-        if write_runs {
-            self.insert_runs(waiting_runs, &runs, key).map_err(failed)?;
-        }
-        let indexed_to = if write_runs { last.seq } else { waiting_runs.indexed_to };
+        let window = if waiting.events + events >= self.waiting_events_max {
+            self.insert_runs(waiting, &runs, key).map_err(failed)?;
+            self.insert_key_window(last.seq, waiting, &batch.commits)
+                .map_err(failed)?
+        } else {
+            None
+        };
+        let indexed_to = if window.is_some() { last.seq } else { waiting.indexed_to };
         self.log
             .insert(HEAD, &head_record(last, indexed_to)[..])
             .map_err(failed)?;
-        Ok(write_runs)
+        Ok(window)
     }
 
     /// Inserts the waiting runs, each with `more`'s seqs of its stream after its own, and
-    /// `more`'s runs of the streams with none waiting.
-    fn insert_runs(&self, waiting_runs: &WaitingRuns, more: &[Run], key: &mut Vec<u8>) -> sled::Result<()> {
+    /// `more`'s runs of the streams with none waiting; in key order, so that consecutive
+    /// inserts walk down to the same leaves (40,000 runs a window at the Full bench's size).
+    fn insert_runs(&self, waiting: &WaitingIndex, more: &[Run], key: &mut Vec<u8>) -> sled::Result<()> {
         let mut more_of: HashMap<&StreamId, &[u8]> = more.iter().map(|(s, _, seqs)| (*s, seqs.as_slice())).collect();
+        let mut runs: Vec<(&StreamId, u64, &[u8], &[u8])> = Vec::with_capacity(waiting.runs.len() + more.len());
+        for (stream, (first, seqs)) in &waiting.runs {
+            runs.push((stream, *first, seqs, more_of.remove(stream).unwrap_or_default()));
+        }
+        runs.extend(
+            more.iter()
+                .filter(|(stream, ..)| more_of.contains_key(stream))
+                .map(|(stream, first, seqs)| (*stream, *first, seqs.as_slice(), &[][..])),
+        );
+        runs.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let mut merged = Vec::new();
-        for (stream, (first, seqs)) in &waiting_runs.runs {
+        for (stream, first, seqs, more) in runs {
             merged.clear();
             merged.extend_from_slice(seqs);
-            if let Some(more) = more_of.remove(stream) {
-                merged.extend_from_slice(more);
-            }
-            stream_run_key(key, stream, *first);
+            merged.extend_from_slice(more);
+            stream_run_key(key, stream, first);
             self.log.insert(key.as_slice(), merged.as_slice())?;
         }
-        for (stream, first, seqs) in more {
-            if more_of.contains_key(stream) {
-                stream_run_key(key, stream, *first);
-                self.log.insert(key.as_slice(), seqs.as_slice())?;
-            }
+        Ok(())
+    }
+
+    /// Inserts the key window of the events up to `window`: the waiting key records and
+    /// those of `more`. None if there are none.
+    fn insert_key_window(
+        &self,
+        window: u64,
+        waiting: &WaitingIndex,
+        more: &[Commit],
+    ) -> sled::Result<Option<KeyWindow>> {
+        let mut records: Vec<(&Key, KeyRecord)> = waiting.keys.iter().map(|(k, r)| (k, *r)).collect();
+        records.extend(more.iter().map(|c| (&c.key, key_record(c))));
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let (entries, written) = window_entries(window, &mut records);
+        for (key, value) in entries {
+            self.log.insert(key, value)?;
+        }
+        Ok(Some(written))
+    }
+
+    /// Removes the `j` entries of events already indexed (`stale_digests_to`).
+    fn remove_stale_digests(&self) -> Result<(), StoreError> {
+        let to = self.stale_digests_to.swap(0, Ordering::AcqRel);
+        if to == 0 {
+            return Ok(());
+        }
+        let mut end = Vec::with_capacity(9);
+        window_key(&mut end, KEY_DIGESTS, to);
+        for entry in self.log.range(&[KEY_DIGESTS][..]..=&end[..]) {
+            let (key, _) = entry.map_err(sled_error("removing indexed digests"))?;
+            self.log.remove(key).map_err(sled_error("removing indexed digests"))?;
         }
         Ok(())
     }
@@ -532,11 +718,27 @@ impl SledStore {
     fn remove_torn_tail(&self, versions: &mut HashMap<StreamId, u64>) -> Result<(), StoreError> {
         if self.torn.load(Ordering::Acquire) {
             versions.clear();
-            let indexed_to = self.waiting_runs.read().unwrap_or_else(|p| p.into_inner()).indexed_to;
-            self.remove_tail_after(self.committed(), indexed_to + 1)?;
+            let indexed_to = self.index.read().unwrap_or_else(|p| p.into_inner()).waiting.indexed_to;
+            self.remove_tail_after(self.committed(), indexed_to)?;
             self.torn.store(false, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// The waiting index is written up to `indexed_to` (the head), with `window`. Returns
+    /// the index that waited, to be freed outside the lock. The next one starts with room
+    /// for as many streams and keys (their growth was 9 % of a bulk append's thread).
+    #[must_use]
+    fn indexed(&self, index: &mut IndexInMemory, indexed_to: u64, window: Option<KeyWindow>) -> WaitingIndex {
+        let next = WaitingIndex {
+            indexed_to,
+            runs: HashMap::with_capacity(index.waiting.runs.len()),
+            keys: HashMap::with_capacity(index.waiting.keys.len()),
+            events: 0,
+        };
+        index.key_windows.extend(window);
+        self.stale_digests_to.store(indexed_to, Ordering::Release);
+        std::mem::replace(&mut index.waiting, next)
     }
 }
 
@@ -545,33 +747,36 @@ type Run<'a> = (&'a StreamId, u64, Vec<u8>);
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        // Nothing is lost if this fails: the next open makes the runs again from the events.
-        let _ = self.write_waiting_runs();
+        // Nothing is lost if this fails: the next open indexes the events again.
+        let _ = self.write_waiting_index();
     }
 }
 
 impl EventStore for SledStore {
-    /// The waiting runs, then a head record saying they are written, then a flush.
-    fn write_waiting_runs(&self) -> Result<(), StoreError> {
+    /// The waiting runs and key window, then a head record saying they are written, then
+    /// a flush.
+    fn write_waiting_index(&self) -> Result<(), StoreError> {
         // Not beside an append: it writes `h` too.
         let mut versions = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.remove_torn_tail(&mut versions)?;
-        let mut waiting_runs = self.waiting_runs.write().unwrap_or_else(|p| p.into_inner());
-        if waiting_runs.runs.is_empty() {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        if index.waiting.events == 0 {
             return Ok(());
         }
         let head = self.committed();
-        let failed = |e| sled_error("writing the waiting stream runs")(e);
-        self.insert_runs(&waiting_runs, &[], &mut Vec::with_capacity(64))
+        let failed = |e| sled_error("writing the waiting index")(e);
+        self.insert_runs(&index.waiting, &[], &mut Vec::with_capacity(64))
             .map_err(failed)?;
+        let window = self.insert_key_window(head.seq, &index.waiting, &[]).map_err(failed)?;
         self.log
             .insert(HEAD, &head_record(head, head.seq)[..])
             .map_err(failed)?;
         self.db.flush().map_err(failed)?;
-        *waiting_runs = WaitingRuns {
-            indexed_to: head.seq,
-            ..WaitingRuns::default()
-        };
+        let written = self.indexed(&mut index, head.seq, window);
+        drop((index, written));
+        // What a closed store leaves is its index alone: no digests of indexed events.
+        self.remove_stale_digests()?;
+        self.db.flush().map_err(failed)?;
         Ok(())
     }
 
@@ -593,6 +798,9 @@ impl EventStore for SledStore {
             Some(&version) => Ok(version),
             None => self.version_with(&mut key, stream),
         })?;
+        // Keys are checked in memory and read, never written one by one (key_windows.rs).
+        check_keys(batch, |k| self.key_record_with(&mut key, k))?;
+        self.remove_stale_digests()?;
         let last_event = batch
             .commits
             .last()
@@ -603,32 +811,22 @@ impl EventStore for SledStore {
             hash: last_event.hash,
         };
         let written = {
-            let waiting_runs = self.waiting_runs.read().unwrap_or_else(|p| p.into_inner());
-            self.write(batch, last, &mut key, &waiting_runs)
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            self.write(batch, last, &mut key, &index.waiting)
         };
-        let runs_written = match written {
-            Ok(runs_written) => runs_written,
-            Err(e) => {
-                self.torn.store(true, Ordering::Release);
-                if matches!(e, StoreError::KeyRepeated { .. } | StoreError::KeyConflict { .. }) {
-                    // Refused before any run and `h`: what the batch wrote is a torn tail;
-                    // remove it now (if that fails, the next append does).
-                    self.remove_tail_after(head, head.seq + 1)?;
-                    self.torn.store(false, Ordering::Release);
-                }
-                return Err(e);
-            }
-        };
+        let window = written.inspect_err(|_| self.torn.store(true, Ordering::Release))?;
         {
-            let mut waiting_runs = self.waiting_runs.write().unwrap_or_else(|p| p.into_inner());
-            if runs_written {
-                *waiting_runs = WaitingRuns {
-                    indexed_to: last.seq,
-                    ..WaitingRuns::default()
-                };
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            if window.is_some() {
+                let written = self.indexed(&mut index, last.seq, window);
+                drop((index, written));
             } else {
-                for event in batch.commits.iter().flat_map(|c| &c.events) {
-                    waiting_runs.add(&event.envelope.stream, event.envelope.version, event.envelope.seq);
+                let waiting = &mut index.waiting;
+                for commit in &batch.commits {
+                    for event in &commit.events {
+                        waiting.add(&event.envelope.stream, event.envelope.version, event.envelope.seq);
+                    }
+                    waiting.keys.insert(commit.key.clone(), key_record(commit));
                 }
             }
         }
@@ -735,8 +933,8 @@ impl EventStore for SledStore {
         // Copied out of the lock: at most `max` seqs from `from_version` (a stream's waiting
         // run can be long, and a binary search over versions reads one at a time).
         let (waiting_from, waiting) = {
-            let waiting_runs = self.waiting_runs.read().unwrap_or_else(|p| p.into_inner());
-            match waiting_runs.runs.get(stream) {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            match index.waiting.runs.get(stream) {
                 None => (u64::MAX, None),
                 Some((first, seqs)) => {
                     let skip = from_version.saturating_sub(*first).min((seqs.len() / 8) as u64) as usize;

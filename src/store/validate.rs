@@ -10,11 +10,9 @@
 //! 3. in event order, each event's version is its stream's current version + 1,
 //!    counting the batch's earlier events, else [`StoreError::StaleStream`];
 //! 4. in commit order, no key is already recorded, else [`StoreError::KeyRepeated`]
-//!    (same digest) or [`StoreError::KeyConflict`]: [`check_keys`], which a backend may
-//!    run instead as part of its write, where inserting a key record can refuse a key
-//!    already there (sled's compare-and-swap) — one index walk for the check and the write.
+//!    (same digest) or [`StoreError::KeyConflict`]: [`check_keys`].
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use chat_ledger_events::{Hash, Key, StreamId};
 
@@ -71,7 +69,7 @@ pub(crate) fn check_keys(
 }
 
 /// The error for `commit`, whose key is already recorded as `record`.
-pub(crate) fn key_refused(commit: &Commit, record: KeyRecord) -> StoreError {
+fn key_refused(commit: &Commit, record: KeyRecord) -> StoreError {
     if record.digest == commit.digest {
         StoreError::KeyRepeated {
             key: commit.key.clone(),
