@@ -682,8 +682,8 @@ fn main() {
             acked = Clock::now();
         })
         .expect("every batch appends");
-    // Up to the stream runs waiting in memory written too (what closing the store does).
-    ledger.store().write_waiting_index().expect("write the waiting runs");
+    // Up to the index waiting in memory written too (what closing the store does).
+    ledger.store().write_waiting_index().expect("write the waiting index");
     let ours_batched = start.elapsed();
     let ours_batched_cpu = common::cpu_time().unwrap_or_default() - cpu_start;
     // Does a batch cost more as the log grows? The first and the last quarter of batches.

@@ -869,8 +869,8 @@ macro_rules! conformance {
             )*
         }
 
-        /// Stream runs written every few events (the default waits for 262,144): reads
-        /// then mix runs in the tree with runs waiting in memory.
+        /// The index (stream runs, key windows) written every few events (the default
+        /// waits for 262,144): reads then mix what is in the tree with what waits in memory.
         mod sled_indexing_often {
             $(
                 #[test]

@@ -1,6 +1,6 @@
 //! The embedded [`EventStore`], on sled 0.34.7.
 //!
-//! # On-disk layout (layout 3)
+//! # On-disk layout (layout 4)
 //!
 //! Everything an append writes lives in the tree named `log`. Integers are u64 big-endian,
 //! so byte order is numeric order and range scans walk in position order. Keys, by their
@@ -10,51 +10,61 @@
 //! |---|---|
 //! | `f` | the layout marker, [`LAYOUT_MARKER`]; written with `h` when the tree is created |
 //! | `e` first-seq | a *block*: events first-seq, first-seq + 1, … of one append, each as its length (u32) then its stored canonical bytes, exactly [`SealedEvent::bytes`](chat_ledger_events::SealedEvent); at most [`BLOCK_MAX_EVENTS`] events, and past the first at most [`BLOCK_MAX_BYTES`] |
-//! | `s` stream-id bytes, `0x00`, first-version | a *run*: the seqs (8 bytes each) of that stream's versions first-version, first-version + 1, …, written together (below) |
-//! | `k` key bytes | [`KeyRecord`]: digest (32 bytes), first_seq (8), last_seq (8) |
-//! | `h` | the head: seq (8 bytes), the hash of event seq (32 bytes), then the *indexed seq* (8 bytes): every event up to it has its run in the tree, none after it |
+//! | `j` seq | the *digests* (32 bytes each) of one append's commits from the one starting at seq, in order, at most 192 an entry; removed once their window is written |
+//! | `s` stream-id bytes, `0x00`, first-version | a *run*: the seqs (8 bytes each) of that stream's versions first-version, first-version + 1, …, written with its window |
+//! | `K` window, first key bytes | a *key chunk* of the window ending at event `window`: [`KeyRecord`]s sorted by key, each as key length (u16), key, digest (32), first_seq (8), last_seq (8); at most 6 KiB past the first |
+//! | `F` window | the window's binary fuse filter of its keys (`src/store/key_windows.rs`; empty: none) |
+//! | `k` key bytes | a key record of layout 2 or 3 (digest, first_seq, last_seq), read, never written |
+//! | `h` | the head: seq (8 bytes), the hash of event seq (32 bytes), then the *indexed seq* (8 bytes): every event up to it has its run and key record in the tree, none after it |
 //!
 //! Why blocks and runs: sled's cost is per entry far more than per byte, and an entry per
 //! event plus one per stream version cost 2.5 entries an event (docs/BENCHMARKS.md,
 //! Append). A stream's version is its last run's end, so no entry holds it.
 //!
-//! Why runs wait: a bulk batch touches most of its streams once, so a run per stream per
-//! append was half of what an append wrote. The runs of the events past the indexed seq
-//! wait in memory, one per stream, and are written together, each stream's as one run,
-//! by the append that brings them to [`WAITING_EVENTS_MAX`] events (that append's `h`
-//! then names its own last event as indexed) and on close (`Drop`: runs, then `h`, then a
-//! flush). A bulk append now writes its blocks and a key record per input. Reads of a
-//! stream take the waiting runs for their versions and the tree for the ones before. After
-//! a process stopped without closing the store, `open` makes the waiting runs again by
-//! decoding the events past the indexed seq (at most [`WAITING_EVENTS_MAX`]).
+//! Why the index waits: a bulk batch touches most of its streams once, so a run per stream
+//! per append was half of what an append wrote, and a key record per input most of the
+//! rest. The runs and key records of the events past the indexed seq wait in memory (the
+//! *waiting index*: one run per stream, one record per key) and are written together —
+//! each stream's run as one entry, the key records as a *key window* of sorted chunks and
+//! a filter — by the append that brings them to [`WAITING_EVENTS_MAX`] events (that
+//! append's `h` then names its own last event as indexed) and on close (`Drop`: runs, key
+//! window, then `h`, then a flush). A bulk append writes its blocks and a few `j` entries.
+//! Reads of a stream take the waiting runs for their versions and the tree for the ones
+//! before; a key is looked up in the waiting records, then in each written window whose
+//! filter may hold it, newest first (a key never recorded reads nothing, but for a false
+//! positive of < 0.4 % a window), then in the `k` records of layout 2 or 3. After a
+//! process stopped without closing the store, `open` makes the waiting index again by
+//! decoding the events past the indexed seq (at most [`WAITING_EVENTS_MAX`]): a commit's
+//! events are consecutive under its key, and its digest is read from `j`.
 //!
-//! Layout 2 is the same with every run written by its append and a 40-byte `h` (indexed
-//! seq = head): it opens as is, and its marker is rewritten to layout 3.
+//! Layout 2 (every run written by its append, a 40-byte `h`: indexed seq = head) and
+//! layout 3 (runs waiting, `k` key records) open as they are: their waiting runs are
+//! written, then the marker says layout 4; their `k` records stay and are read.
 //!
 //! Stream ids never contain `0x00` (appends refuse them), so the `s` entries of one stream
 //! are exactly those under the prefix `s` stream `0x00`.
 //!
 //! # Atomicity: the head record is the commit point
 //!
-//! An append inserts its blocks, then its key records, then (when it fills the window)
-//! the waiting runs, then `h`, then flushes. sled recovers its log up to the first torn record (`LogIter` stops there:
+//! An append checks the batch (head, versions, keys: nothing is written for a refused
+//! batch), then inserts its blocks, its digests, then (when it fills the window) the
+//! waiting index, then `h`, then flushes. sled recovers its log up to the first torn record (`LogIter` stops there:
 //! a prefix of the writes, in order), so after a crash either `h` names the append and
 //! everything before it is there, or `h` still names the previous head and what is past
-//! it is a torn append. [`SledStore::open`] removes such a tail (its blocks, and the runs
-//! and key records of its events, found by decoding them) before anything reads the store;
+//! it is a torn append. [`SledStore::open`] removes such a tail (its blocks, its digests,
+//! and the runs of its events, found by decoding them) before anything reads the store;
 //! an append that fails half-way marks the store so the next append removes its tail
-//! first. Runs past the indexed seq are never committed: an append that writes the
-//! waiting runs and is torn before its `h` leaves runs starting at versions of events
-//! past the committed indexed seq, and the removal takes the runs at those events'
-//! versions too. Key records are inserted by compare-and-swap from nothing: a key already
-//! recorded refuses the batch there, before `h` (the key check and the write in one walk
-//! down the tree), and the append removes what it wrote at once. Reads never look past
-//! the committed head. This is cheaper than `apply_batch`,
-//! which logs a batch manifest and takes sled's global write lock (docs/BENCHMARKS.md).
+//! first. Nothing past the indexed seq is indexed in a committed store: an append that
+//! writes the waiting index and is torn before its `h` leaves runs starting at versions
+//! of events past the committed indexed seq and a key window past it, and the removal
+//! takes those too. Reads never look past the committed head. This is cheaper than
+//! `apply_batch`, which logs a batch manifest and takes sled's global write lock
+//! (docs/BENCHMARKS.md).
 //!
 //! The head is read from `h` on open. Should `h` be missing (damage: every store has one
-//! from creation), the head is the last event, found by one reverse seek, nothing is
-//! removed, and [`SledStore::stored_head`] tells `verify`, which reports it.
+//! from creation), the head is the last event, found by one reverse seek, the indexed seq
+//! the last key window's, nothing is removed, and [`SledStore::stored_head`] tells
+//! `verify`, which reports it.
 //!
 //! A directory written by an older build (layout 1: one `e` entry per event, a `v` entry
 //! per stream, no `f`) is refused on open with [`StoreError::Layout`], which says how to
@@ -389,7 +399,7 @@ impl SledStore {
         Ok(self.head_record()?.map(|(head, _)| head))
     }
 
-    /// `h`: the head and the seq up to which runs are written (the head itself in layout 2).
+    /// `h`: the head and the seq up to which the index is written (the head itself in layout 2).
     fn head_record(&self) -> Result<Option<(Head, u64)>, StoreError> {
         let Some(value) = self.log.get(HEAD).map_err(sled_error("reading the head"))? else {
             return Ok(None);
@@ -423,7 +433,7 @@ impl SledStore {
     }
 
     /// Removes what a torn append left past `head`: its blocks, its `j` digests, the runs
-    /// (and in layout 3, key records) of its events, and what it may have written of the
+    /// (and in layout 2 or 3, key records) of its events, and what it may have written of the
     /// index of the committed events past `indexed_to` (an append that writes the waiting
     /// index writes it up to its own events; nothing committed is indexed past
     /// `indexed_to`): their runs, and the key window past it. Returns how many events it
@@ -507,7 +517,7 @@ impl SledStore {
 
     /// [`EventStore::key_record`], building keys in `buf`: the waiting key records, then
     /// the written windows whose filter may hold the key (newest first), then the key
-    /// records of layout 3.
+    /// records of layout 2 or 3.
     fn key_record_with(&self, buf: &mut Vec<u8>, key: &Key) -> Result<Option<KeyRecord>, StoreError> {
         {
             let index = self.index.read().unwrap_or_else(|p| p.into_inner());
