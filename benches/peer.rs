@@ -636,6 +636,29 @@ fn main() {
         "peer: {scale:?}: {count} commands over {accounts} accounts ({STEPS} each), ours in batches of {GROUP_INPUTS_MAX}"
     );
 
+    // `CHAT_LEDGER_PEER_PROFILE=batched`: ours batched alone, the batches' rate by tenth
+    // of the run (for `perf record`).
+    if std::env::var("CHAT_LEDGER_PEER_PROFILE").is_ok_and(|p| p == "batched") {
+        let dir = common::cache_dir("peer").join("profile");
+        let mut ledger = fresh_ledger(&dir);
+        let mut batch_times = Vec::new();
+        let (start, mut acked) = (Clock::now(), Clock::now());
+        ledger
+            .submit_chunks(&all, GROUP_INPUTS_MAX, |_, _, _| {
+                batch_times.push(acked.elapsed());
+                acked = Clock::now();
+            })
+            .expect("every batch appends");
+        ledger.store().write_waiting_index().expect("write the waiting index");
+        let tenth = (batch_times.len() / 10).max(1);
+        let rates: Vec<String> = batch_times
+            .chunks(tenth)
+            .map(|t| format!("{:.0}", common::rate((t.len() * GROUP_INPUTS_MAX) as u64, t.iter().sum())))
+            .collect();
+        println!("ours batched: {:?}; cmd/s by tenth: {}", start.elapsed(), rates.join(" "));
+        return;
+    }
+
     // Theirs, in a child process whose stdout is /dev/null.
     let scale_name = match scale {
         Scale::Smoke => "smoke",
