@@ -653,9 +653,18 @@ fn main() {
         let tenth = (batch_times.len() / 10).max(1);
         let rates: Vec<String> = batch_times
             .chunks(tenth)
-            .map(|t| format!("{:.0}", common::rate((t.len() * GROUP_INPUTS_MAX) as u64, t.iter().sum())))
+            .map(|t| {
+                format!(
+                    "{:.0}",
+                    common::rate((t.len() * GROUP_INPUTS_MAX) as u64, t.iter().sum())
+                )
+            })
             .collect();
-        println!("ours batched: {:?}; cmd/s by tenth: {}", start.elapsed(), rates.join(" "));
+        println!(
+            "ours batched: {:?}; cmd/s by tenth: {}",
+            start.elapsed(),
+            rates.join(" ")
+        );
         return;
     }
 
