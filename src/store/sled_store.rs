@@ -26,15 +26,19 @@
 //! rest. The runs and key records of the events past the indexed seq wait in memory (the
 //! *waiting index*: one run per stream, one record per key) and are written together —
 //! each stream's run as one entry, the key records as a *key window* of sorted chunks and
-//! a filter — by the append that brings them to [`WAITING_EVENTS_MAX`] events (that
-//! append's `h` then names its own last event as indexed) and on close (`Drop`: runs, key
-//! window, then `h`, then a flush). A bulk append writes its blocks and a few `j` entries.
+//! a filter. Once [`WAITING_EVENTS_MAX`] events wait, the window is written on a thread
+//! of its own while appends go on (the next window waits meanwhile); the first append
+//! after it is done commits it, its `h` naming the window's last event as indexed. On
+//! close (`Drop`) that thread is joined and the rest written at once (runs, key window,
+//! then `h`, then a flush). A bulk append writes its blocks and a few `j` entries.
 //! Reads of a stream take the waiting runs for their versions and the tree for the ones
-//! before; a key is looked up in the waiting records, then in each written window whose
+//! before (the window being written is read from memory too, until committed); a key is
+//! looked up in the waiting records, then in each written window whose
 //! filter may hold it, newest first (a key never recorded reads nothing, but for a false
 //! positive of < 0.4 % a window), then in the `k` records of layout 2 or 3. After a
 //! process stopped without closing the store, `open` makes the waiting index again by
-//! decoding the events past the indexed seq (at most [`WAITING_EVENTS_MAX`]): a commit's
+//! decoding the events past the indexed seq (at most twice [`WAITING_EVENTS_MAX`]: a
+//! window being written and the next one): a commit's
 //! events are consecutive under its key, and its digest is read from `j`.
 //!
 //! Layout 2 (every run written by its append, a 40-byte `h`: indexed seq = head) and
@@ -47,17 +51,18 @@
 //! # Atomicity: the head record is the commit point
 //!
 //! An append checks the batch (head, versions, keys: nothing is written for a refused
-//! batch), then inserts its blocks, its digests, then (when it fills the window) the
-//! waiting index, then `h`, then flushes. sled recovers its log up to the first torn record (`LogIter` stops there:
+//! batch), then inserts its blocks, its digests, then `h` (with the indexed seq of a
+//! window written since), then flushes. sled recovers its log up to the first torn record (`LogIter` stops there:
 //! a prefix of the writes, in order), so after a crash either `h` names the append and
 //! everything before it is there, or `h` still names the previous head and what is past
 //! it is a torn append. [`SledStore::open`] removes such a tail (its blocks, its digests,
 //! and the runs of its events, found by decoding them) before anything reads the store;
 //! an append that fails half-way marks the store so the next append removes its tail
-//! first. Nothing past the indexed seq is indexed in a committed store: an append that
-//! writes the waiting index and is torn before its `h` leaves runs starting at versions
-//! of events past the committed indexed seq and a key window past it, and the removal
-//! takes those too. Reads never look past the committed head. This is cheaper than
+//! first. Nothing past the indexed seq is indexed in a committed store: a window written
+//! but not yet committed by an `h` (a crash, or a failed write, which also puts the
+//! window back in front of the waiting index) leaves runs starting at versions of events
+//! past the committed indexed seq and a key window past it, and the removal takes those
+//! too (after joining the thread, so that nothing writes the index meanwhile). Reads never look past the committed head. This is cheaper than
 //! `apply_batch`, which logs a batch manifest and takes sled's global write lock
 //! (docs/BENCHMARKS.md).
 //!
@@ -346,7 +351,7 @@ impl SledStore {
     }
 
     /// The waiting index of the events past `indexed_to` (a process that stopped without
-    /// closing the store): made again from the events, at most [`WAITING_EVENTS_MAX`], and
+    /// closing the store): made again from the events, at most two windows of them, and
     /// with `keys` from their `j` digests.
     fn waiting_index(&self, indexed_to: u64, keys: bool) -> Result<WaitingIndex, StoreError> {
         let context = || format!("indexing the events after {indexed_to} again");
