@@ -1193,6 +1193,34 @@ mod sled_only {
         assert!(matches!(store.key_record(&key("k1")), Err(StoreError::Corrupt(_))));
     }
 
+    /// A store damaged past its last key window (`h` and the events gone, the window
+    /// there) still opens, indexed no further than its head, and takes appends.
+    #[test]
+    fn a_store_without_h_and_its_last_events_opens_and_appends() {
+        let dir = tempfile::TempDir::new().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            append(&store, &[("k1", &[app(1), clock()]), ("k2", &[app(2)])]);
+        }
+        {
+            let db = chat_ledger::store::open_raw_sled(dir.path()).unwrap();
+            let log = db.open_tree("log").unwrap();
+            log.remove(b"h").unwrap().expect("a head record");
+            log.remove([b"e".as_slice(), &1u64.to_be_bytes()].concat())
+                .unwrap()
+                .expect("the one block");
+            db.flush().unwrap();
+        }
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            assert_eq!(store.head().unwrap(), Head::EMPTY);
+            append(&store, &[("k3", &[app(3)])]);
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.head().unwrap().seq, 1);
+        assert!(store.key_record(&key("k3")).unwrap().is_some());
+    }
+
     /// sled finds a recorded key as it inserts the key records (compare-and-swap), after
     /// the batch's blocks and runs: what the refused batch wrote must be gone from the tree,
     /// not only unreadable past the head.

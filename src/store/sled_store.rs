@@ -311,11 +311,12 @@ impl SledStore {
             older_key_records,
             stale_digests_to: AtomicU64::new(0),
         };
-        let (indexed_to, waiting) = match store.head_record()? {
+        // The indexed seq, and the last key window to read (past the head only if damaged).
+        let (indexed_to, windows_to, waiting) = match store.head_record()? {
             Some((head, indexed_to)) => {
                 store.remove_tail_after(head, indexed_to)?;
                 *store.committed.write().unwrap_or_else(|p| p.into_inner()) = head;
-                (indexed_to, store.waiting_index(indexed_to, !upgrading)?)
+                (indexed_to, indexed_to, store.waiting_index(indexed_to, !upgrading)?)
             }
             // Damage (`verify` reports it, so this must open): the events are indexed up to
             // the last key window (runs and key windows are written together), or all of
@@ -325,19 +326,20 @@ impl SledStore {
                 let head = store.last_event_head()?;
                 *store.committed.write().unwrap_or_else(|p| p.into_inner()) = head;
                 let last_window = store.key_windows(u64::MAX)?.last().map(|w| w.last_seq);
-                let indexed_to = last_window.unwrap_or(if older_key_records { head.seq } else { 0 });
-                let waiting = match store.waiting_index(indexed_to.min(head.seq), true) {
-                    Err(StoreError::Corrupt(_)) => store.waiting_index(indexed_to.min(head.seq), false)?,
+                let windows_to = last_window.unwrap_or(if older_key_records { head.seq } else { 0 });
+                let indexed_to = windows_to.min(head.seq);
+                let waiting = match store.waiting_index(indexed_to, true) {
+                    Err(StoreError::Corrupt(_)) => store.waiting_index(indexed_to, false)?,
                     other => other?,
                 };
-                (indexed_to, waiting)
+                (indexed_to, windows_to, waiting)
             }
         };
         *store.index.write().unwrap_or_else(|p| p.into_inner()) = IndexInMemory {
             indexed_to,
             writing: None,
             waiting,
-            key_windows: store.key_windows(indexed_to)?,
+            key_windows: store.key_windows(windows_to)?,
         };
         store.stale_digests_to.store(indexed_to, Ordering::Release);
         if upgrading {
