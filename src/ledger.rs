@@ -124,6 +124,18 @@ fn append(store: &dyn EventStore, batch: &AppendBatch) -> Result<(), LedgerError
     Ok(())
 }
 
+/// The login `input` with `user` in place of its user id: as the log records it.
+fn login_as(input: &Input, user: String) -> Input {
+    let mut recorded = input.clone();
+    if let Command::Login {
+        user: recorded_user, ..
+    } = &mut recorded.command
+    {
+        *recorded_user = user;
+    }
+    recorded
+}
+
 /// The vault keys of a chunk's apps (`None`: reclaimed, its users digest to 0).
 type ChunkKeys = BTreeMap<AppId, Option<[u8; 32]>>;
 
@@ -478,54 +490,26 @@ impl Ledger {
     /// The input as the log records it: a login's user id replaced by its per-app digest
     /// (a reclaimed app's logins keep no trace of the user at all).
     pub fn prepare(&mut self, input: &Input) -> Result<Input, LedgerError> {
-        let Command::Login {
-            app,
-            user,
-            logged_in_at,
-        } = &input.command
-        else {
+        let Command::Login { app, user, .. } = &input.command else {
             return Ok(input.clone());
         };
         let user = match self.vault_key(*app)? {
             Some(key) => digest_hex(user_digest(&key, user)),
             None => String::new(),
         };
-        Ok(Input {
-            command: Command::Login {
-                app: *app,
-                user,
-                logged_in_at: *logged_in_at,
-            },
-            ..input.clone()
-        })
+        Ok(login_as(input, user))
     }
 
     /// The digest of `input` as it was (or would be) recorded, without creating vault keys;
     /// `None` when it cannot be known (a login of an app with no key: never recorded, or shredded).
     pub fn recorded_digest(&self, input: &Input) -> Result<Option<[u8; 32]>, LedgerError> {
-        let Command::Login {
-            app,
-            user,
-            logged_in_at,
-        } = &input.command
-        else {
+        let Command::Login { app, user, .. } = &input.command else {
             return Ok(Some(input.digest()));
         };
         let Some(key) = self.store.app_key(*app)? else {
             return Ok(None);
         };
-        let user = digest_hex(user_digest(&key, user));
-        Ok(Some(
-            Input {
-                command: Command::Login {
-                    app: *app,
-                    user,
-                    logged_in_at: *logged_in_at,
-                },
-                ..input.clone()
-            }
-            .digest(),
-        ))
+        Ok(Some(login_as(input, digest_hex(user_digest(&key, user))).digest()))
     }
 
     /// Runs `inputs` through the rules, in order, and appends everything they and the
