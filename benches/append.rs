@@ -8,9 +8,9 @@
 //!     inputs as JSON Lines (parse + check + submit), into a fresh `SledStore`;
 //! (b) reference: raw `sled::Tree::insert` of the SAME stored bytes (read back from (a)),
 //!     one entry per event, into a fresh sled database, then one flush; and (b2) the
-//!     store's own write sets (event blocks, stream runs, key records, head: rebuilt from
-//!     the store after (a)), raw inserts + one flush per append — sled's cost of the
-//!     store's layout;
+//!     store's own write sets (event blocks, commit digests, stream runs and key windows,
+//!     head: rebuilt from the store after (a)), raw inserts + one flush per append — sled's
+//!     cost of the store's layout;
 //! (c) one `Ledger::submit` of one input at a time (durable on return), interleaved with
 //! (d) reference: raw insert + flush of one stored event per record; and (d2) each single
 //!     command's own write set, raw inserts + flush;
@@ -33,7 +33,7 @@ use chat_ledger::commit::{GroupCommitter, GroupSizes};
 use chat_ledger::import::{self, CHUNK_INPUTS_DEFAULT};
 use chat_ledger::ledger::{Ledger, Outcome, SeededKeys};
 use chat_ledger::rulebook::Rulebook;
-use chat_ledger::store::{open_raw_sled, EventStore, Head, SledStore};
+use chat_ledger::store::{open_raw_sled, EventStore, Head, SledStore, DIGESTS_PER_ENTRY};
 use chat_ledger::verify::verify_store;
 use chat_ledger_events::{decode, Hash, Input};
 use chrono::{DateTime, FixedOffset, SecondsFormat};
@@ -324,7 +324,7 @@ fn be(bytes: &[u8]) -> u64 {
 
 /// The write sets the store's appends made, rebuilt from its `log` tree (the layout of
 /// src/store/sled_store.rs) and the head after each append: each append's event blocks,
-/// its commits' digests (`j`, 32 bytes a commit, at most 192 an entry: removed by the
+/// its commits' digests (`j`, 32 bytes a commit, `DIGESTS_PER_ENTRY` an entry: removed by the
 /// first append after their window is written, so rebuilt here from the events' keys),
 /// the stream runs and key window it wrote (with the append that closed the window: the
 /// store's close, for the last one), then its head record — what `SledStore::append`
@@ -379,7 +379,7 @@ fn write_sets(dir: &Path, heads: &[Head]) -> (Vec<WriteSet>, usize) {
         if i > 0 && windows.contains(&heads[i - 1].seq) {
             set.extend(stale.drain(..).map(|k| (k, None)));
         }
-        for firsts in commits[i].chunks(192) {
+        for firsts in commits[i].chunks(DIGESTS_PER_ENTRY) {
             let key = [&b"j"[..], &firsts[0].to_be_bytes()].concat();
             writes.push((key.clone(), Some(vec![0; 32 * firsts.len()])));
             stale.push(key);

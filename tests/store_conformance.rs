@@ -1,5 +1,6 @@
 //! One suite, every backend: each case below is a function over `&dyn EventStore`, and
-//! `conformance!` turns it into a `#[test]` per backend (`memory::case`, `sled::case`).
+//! `conformance!` turns it into a `#[test]` per backend (`memory::case`, `sled::case`, and
+//! `sled_indexing_often::case`: sled writing its index every 3 events).
 //! A new backend passes when it is added to the macro and every case is green.
 
 use std::collections::HashMap;

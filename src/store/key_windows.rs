@@ -7,10 +7,12 @@
 //! with the stream runs; each append writes only its commits' digests (32 bytes each, a
 //! few entries an append), which is all an open after a crash cannot read back from the
 //! events themselves. When the runs are written, the waiting key records are written too,
-//! sorted, as *key chunks* of at most [`CHUNK_MAX_BYTES`] (one entry for ~70 keys), with a
-//! binary fuse filter of the window's keys (xorf, ~9 bits a key, < 0.4 % false positives)
-//! so that a lookup seeks only into the windows that may hold its key: a key never
-//! recorded (every new input) costs a probe per window and no read.
+//! sorted, as *key chunks* of at most [`CHUNK_MAX_BYTES`] (a record is 50 bytes plus its
+//! key: with 20-byte keys, 87 records an entry), with a binary fuse filter of the
+//! window's keys (xorf's `BinaryFuse8`: about 9 bits a key and false positives under
+//! 0.4 %, as its documentation states) so that a lookup seeks only into the windows that
+//! may hold its key: a key never recorded (every new input) costs a probe per window and
+//! no read.
 
 use chat_ledger_events::Key;
 use sha2::{Digest, Sha256};
@@ -30,7 +32,7 @@ pub(super) const KEY_DIGESTS: u8 = b'j';
 /// and for the same reason (sled's leaves stay under a quarter of a segment).
 pub(super) const CHUNK_MAX_BYTES: usize = super::sled_store::BLOCK_MAX_BYTES;
 /// Digests per `j` entry: 6 KiB.
-pub(super) const DIGESTS_PER_ENTRY: usize = CHUNK_MAX_BYTES / 32;
+pub const DIGESTS_PER_ENTRY: usize = CHUNK_MAX_BYTES / 32;
 
 /// A written window of key records: the events up to `last_seq` (after the window before).
 pub(super) struct KeyWindow {

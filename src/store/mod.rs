@@ -8,6 +8,7 @@ mod memory;
 mod sled_store;
 mod validate;
 
+pub use key_windows::DIGESTS_PER_ENTRY;
 pub use memory::MemoryStore;
 pub use sled_store::{block_events, block_of_events, open_raw as open_raw_sled, SledStore, LAYOUT_MARKER};
 

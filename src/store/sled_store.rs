@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `f` | the layout marker, [`LAYOUT_MARKER`]; written with `h` when the tree is created |
 //! | `e` first-seq | a *block*: events first-seq, first-seq + 1, … of one append, each as its length (u32) then its stored canonical bytes, exactly [`SealedEvent::bytes`](chat_ledger_events::SealedEvent); at most [`BLOCK_MAX_EVENTS`] events, and past the first at most [`BLOCK_MAX_BYTES`] |
-//! | `j` seq | the *digests* (32 bytes each) of one append's commits from the one starting at seq, in order, at most 192 an entry; removed once their window is written |
+//! | `j` seq | the *digests* (32 bytes each) of one append's commits from the one starting at seq, in order, at most [`DIGESTS_PER_ENTRY`] (192) an entry; removed once their window is written |
 //! | `s` stream-id bytes, `0x00`, first-version | a *run*: the seqs (8 bytes each) of that stream's versions first-version, first-version + 1, …, written with its window |
 //! | `K` window, first key bytes | a *key chunk* of the window ending at event `window`: [`KeyRecord`]s sorted by key, each as key length (u16), key, digest (32), first_seq (8), last_seq (8); at most 6 KiB past the first |
 //! | `F` window | the window's binary fuse filter of its keys (`src/store/key_windows.rs`; empty: none) |
@@ -124,16 +124,18 @@ pub const BLOCK_MAX_EVENTS: usize = 16;
 pub const BLOCK_MAX_BYTES: usize = 6 * 1024;
 
 /// The runs and key records of at most this many events wait in memory (the runs merged,
-/// one per stream) before an append writes them. Why: a bulk batch touches most of its
+/// one per stream) before they are written, as one window, on a thread of their own. Why: a bulk batch touches most of its
 /// streams once, so a run an append was an entry for every stream of every batch — 0.5 of
 /// the 1.13 sled entries an event of the Full append bench, and without them part (a) ran
 /// in 13–14 s instead of 23; and a key record an input was then most of the rest
-/// (docs/BENCHMARKS.md). Bounded so that the memory (8 bytes an event, ~100 a key) and
-/// what an open after a crash decodes again stay small.
+/// (docs/BENCHMARKS.md). Bounded so that the memory (8 bytes of run an event; a key's
+/// bytes, its 48-byte record and a map entry an input; twice that while a window is
+/// written) and what an open after a crash decodes again stay small.
 pub const WAITING_EVENTS_MAX: usize = 1 << 18;
 
 const KEY_RECORD_LEN: usize = 32 + 8 + 8;
-/// `h`: the head's seq and hash, then the seq up to which every event's run is written.
+/// `h`: the head's seq and hash, then the seq up to which every event's run and key record
+/// is written.
 const HEAD_LEN: usize = 8 + 32 + 8;
 const HEAD_LEN_LAYOUT_2: usize = 8 + 32;
 
@@ -213,7 +215,8 @@ impl WaitingIndex {
         }
     }
 
-    /// `older` then `self`, as one index (a window whose write failed, back in front).
+    /// `older` then `self`, as one index (a window whose write failed, back in front):
+    /// a stream's run in `self` continues its run in `older`.
     fn after(self, older: &WaitingIndex) -> WaitingIndex {
         let mut out = WaitingIndex {
             runs: older.runs.clone(),
@@ -222,7 +225,14 @@ impl WaitingIndex {
         };
         for (stream, (first, seqs)) in self.runs {
             match out.runs.get_mut(&stream) {
-                Some((_, older_seqs)) => older_seqs.extend_from_slice(&seqs),
+                Some((older_first, older_seqs)) => {
+                    assert_eq!(
+                        *older_first + (older_seqs.len() / 8) as u64,
+                        first,
+                        "stream {stream}: the newer run continues the older"
+                    );
+                    older_seqs.extend_from_slice(&seqs);
+                }
                 None => {
                     out.runs.insert(stream, (first, seqs));
                 }
@@ -440,7 +450,7 @@ impl SledStore {
         Ok(windows)
     }
 
-    /// Writes the waiting index once `events` events wait, instead of [`WAITING_EVENTS_MAX`]
+    /// Writes the waiting index once `events` events wait, instead of `WAITING_EVENTS_MAX`
     /// (tests: the conformance suite runs with a window of a few events).
     pub fn write_index_every(mut self, events: usize) -> SledStore {
         assert!(events > 0, "at least one event a window");
