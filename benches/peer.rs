@@ -11,9 +11,10 @@
 //! gift → income transfer → cash, balance check, app limit) and the same events.
 //!
 //! Ours is measured (a) in batches of `GROUP_INPUTS_MAX` inputs by `Ledger::submit_chunks`
-//! (one atomic append and one flush per batch, each acknowledged in turn; a batch is
-//! written on a second thread while the next is decided) and (b) one input per
-//! `Ledger::submit` (one flush per command) over a prefix.
+//! (each batch all or nothing, acknowledged in turn once flushed; batches are written on
+//! a second thread while the next are decided, and those decided during a flush are
+//! appended together, with one flush) and (b) one input per `Ledger::submit` (one flush
+//! per command) over a prefix.
 //! Rebuild: ours `replay::load_from_zero` (every event, decoded, hash-chained and folded,
 //! conservation checked); theirs `MemStore::load_aggregate` of every account.
 //!
@@ -650,6 +651,7 @@ fn main() {
             })
             .expect("every batch appends");
         ledger.store().write_waiting_index().expect("write the waiting index");
+        println!("{} batches in {} appends", batch_times.len(), common::take_appends());
         let tenth = (batch_times.len() / 10).max(1);
         let rates: Vec<String> = batch_times
             .chunks(tenth)
@@ -702,6 +704,7 @@ fn main() {
     let dir = root.join("batched");
     let mut ledger = fresh_ledger(&dir);
     common::take_append_time();
+    common::take_appends();
     let (start, cpu_start) = (Clock::now(), common::cpu_time().unwrap_or_default());
     let mut refused = 0;
     // A batch's time: from the acknowledgement before it to its own.
@@ -727,6 +730,7 @@ fn main() {
         quarter_rate(&batch_times[batch_times.len() - quarter..]),
     );
     let batched_appending = common::take_append_time();
+    let (batched_appends, batches) = (common::take_appends(), all.len().div_ceil(GROUP_INPUTS_MAX));
     let events = ledger.head().seq;
     let digest = digest_of_view(ledger.state());
     assert_eq!(digest, their_digest, "digest: both sides end in the same state");
@@ -780,7 +784,7 @@ fn main() {
         their_replay.as_secs_f64()
     );
     println!(
-        "  ours: {:.2} s batched ({events} events; {:.0}% in store.append), one-per-submit {prefix} commands in {:.2} s ({:.0}% in store.append)",
+        "  ours: {:.2} s batched ({events} events; {:.0}% in store.append; {batches} batches in {batched_appends} appends), one-per-submit {prefix} commands in {:.2} s ({:.0}% in store.append)",
         ours_batched.as_secs_f64(),
         100.0 * batched_appending.as_secs_f64() / ours_batched.as_secs_f64(),
         ours_single.as_secs_f64(),

@@ -2,7 +2,7 @@
 //! (input → decide → seal → evolve), appends them in acknowledged batches, and fires the
 //! deadlines that the clock passes, in the documented order.
 
-use std::collections::{btree_map, BTreeMap, HashMap, HashSet};
+use std::collections::{btree_map, BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -100,6 +100,75 @@ fn key_record_of(commit: &Commit) -> KeyRecord {
         digest: commit.digest,
         first_seq: commit.events[0].envelope.seq,
         last_seq: commit.events.last().expect("commits are not empty").envelope.seq,
+    }
+}
+
+/// The most batches `Ledger::submit_chunks` has decided and not yet seen acknowledged:
+/// the deciding thread waits for the store beyond it. Batches waiting together are
+/// appended with one flush.
+pub const CHUNKS_IN_FLIGHT_MAX: usize = 8;
+
+/// What the appending thread of `Ledger::submit_chunks` reports, batch by batch in order.
+enum Landed {
+    /// The next `batches` batches are durable; `freed` holds them, to be freed by the
+    /// deciding thread.
+    Durable { batches: usize, freed: AppendBatch },
+    /// The next `batches` batches are durable, then an append failed: nothing after them
+    /// is in the log, and the appending thread has stopped.
+    Failed { batches: usize, error: LedgerError },
+}
+
+/// The appending thread of `Ledger::submit_chunks`: appends every batch waiting, as one
+/// append (one flush), until `decided` closes or an append fails. A failed append of
+/// several batches is tried again one batch at a time, so that every batch that can be
+/// stored is, and acknowledged, as if each had been appended alone.
+fn append_decided(
+    store: &dyn EventStore,
+    decided: &std::sync::mpsc::Receiver<AppendBatch>,
+    to_decider: &std::sync::mpsc::Sender<Landed>,
+) {
+    while let Ok(first) = decided.recv() {
+        let mut heads = vec![first.expected_head];
+        let mut sizes = vec![first.commits.len()];
+        let mut together = first;
+        while heads.len() < CHUNKS_IN_FLIGHT_MAX {
+            let Ok(mut next) = decided.try_recv() else { break };
+            heads.push(next.expected_head);
+            sizes.push(next.commits.len());
+            together.commits.append(&mut next.commits);
+        }
+        let landed = match append(store, &together) {
+            Ok(()) => Landed::Durable {
+                batches: heads.len(),
+                freed: together,
+            },
+            Err(error) if heads.len() == 1 => Landed::Failed { batches: 0, error },
+            Err(_) => one_at_a_time(store, together, &heads, &sizes),
+        };
+        let failed = matches!(landed, Landed::Failed { .. });
+        if to_decider.send(landed).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Appends `together`, made of batches of `sizes` commits sealed against `heads`, one
+/// batch at a time, until one fails (a failure of the whole may have been passing).
+fn one_at_a_time(store: &dyn EventStore, mut together: AppendBatch, heads: &[Head], sizes: &[usize]) -> Landed {
+    let mut rest = std::mem::take(&mut together.commits);
+    for (batches, (head, size)) in heads.iter().zip(sizes).enumerate() {
+        let tail = rest.split_off(*size);
+        let batch = AppendBatch {
+            expected_head: *head,
+            commits: std::mem::replace(&mut rest, tail),
+        };
+        if let Err(error) = append(store, &batch) {
+            return Landed::Failed { batches, error };
+        }
+    }
+    Landed::Durable {
+        batches: heads.len(),
+        freed: together,
     }
 }
 
@@ -204,7 +273,7 @@ pub struct LoginSummary {
 }
 
 pub struct Ledger {
-    /// Shared with the thread that appends a batch while the next is decided (`submit_chunks`).
+    /// Shared with the thread that appends batches while the next are decided (`submit_chunks`).
     store: Arc<dyn EventStore>,
     state: LedgerView,
     book: Rulebook,
@@ -516,12 +585,12 @@ impl Ledger {
     /// deadlines they pass produce as ONE batch: all of it is acknowledged (durable) when
     /// this returns `Ok`, or none of it is in the log.
     pub fn submit(&mut self, inputs: &[Input]) -> Result<Vec<Outcome>, LedgerError> {
-        let result =
-            self.prepare_and_build(inputs, &KeyRecords::new())
-                .and_then(|(expected_head, commits, outcomes)| {
-                    append(self.store.as_ref(), &AppendBatch { expected_head, commits })?;
-                    Ok(outcomes)
-                });
+        let result = self
+            .prepare_and_build(inputs, &|_| None)
+            .and_then(|(expected_head, commits, outcomes)| {
+                append(self.store.as_ref(), &AppendBatch { expected_head, commits })?;
+                Ok(outcomes)
+            });
         if result.is_err() {
             // The state already folded the refused batch in: rebuild it from what is stored.
             self.state = replay::load_working(self.store.as_ref())?;
@@ -532,10 +601,12 @@ impl Ledger {
     /// `submit` of consecutive batches of `chunk_inputs` inputs, each all or nothing,
     /// handed to `on_ack(index of its first input, its outcomes, the head after it)` in
     /// order once durable.
-    /// A batch is written and flushed on a second thread while the next one is decided on
-    /// this one (the store's write is most of a bulk import); the next batch treats the
-    /// keys of the one in flight as recorded. On an error nothing after the last
-    /// acknowledged batch is in the log, and the state is rebuilt from the store.
+    /// Batches are written and flushed on a second thread while the next ones are decided
+    /// on this one (the store's write is most of a bulk import); batches decided while the
+    /// store flushes are appended together, with one flush (up to [`CHUNKS_IN_FLIGHT_MAX`]
+    /// batches wait), and batches decided meanwhile treat the keys of those not yet
+    /// acknowledged as recorded. On an error nothing after the last acknowledged batch is
+    /// in the log, and the state is rebuilt from the store.
     pub fn submit_chunks(
         &mut self,
         inputs: &[Input],
@@ -543,58 +614,83 @@ impl Ledger {
         mut on_ack: impl FnMut(usize, Vec<Outcome>, Head),
     ) -> Result<(), LedgerError> {
         assert!(chunk_inputs > 0, "a batch holds at least one input");
-        // The appending thread hands the batch back: its events are freed on the thread
-        // that made them (freed by the appender, they cost it 8 % of its time), once the
-        // next batch's append is under way (it was 1 s of a Full bench's 17 between two appends).
-        struct InFlight<'scope> {
-            appending: std::thread::ScopedJoinHandle<'scope, (Result<(), LedgerError>, AppendBatch)>,
+        /// A batch decided and sent to the appending thread, not yet acknowledged.
+        struct Pending {
             first_input: usize,
             outcomes: Vec<Outcome>,
             head: Head,
             keys: KeyRecords,
         }
-        let land = |flight: InFlight| -> Result<(usize, Vec<Outcome>, Head, AppendBatch), LedgerError> {
-            let (appended, batch) = flight.appending.join().expect("an append does not panic");
-            appended?;
-            Ok((flight.first_input, flight.outcomes, flight.head, batch))
-        };
+        let (to_appender, decided) = std::sync::mpsc::sync_channel::<AppendBatch>(CHUNKS_IN_FLIGHT_MAX);
+        let (to_decider, landed) = std::sync::mpsc::channel::<Landed>();
+        let store = Arc::clone(&self.store);
         let result = std::thread::scope(|scope| -> Result<(), LedgerError> {
-            let mut in_flight: Option<InFlight> = None;
+            scope.spawn(move || append_decided(store.as_ref(), &decided, &to_decider));
+            let mut pending: VecDeque<Pending> = VecDeque::with_capacity(CHUNKS_IN_FLIGHT_MAX);
+            // Hands acknowledged batches to `on_ack`, waiting for one if `wait`; a failed
+            // append is returned once the batches before it are acknowledged.
+            let mut take_landed = |pending: &mut VecDeque<Pending>, wait: bool| -> Result<(), LedgerError> {
+                let mut next = if wait {
+                    Some(
+                        landed
+                            .recv()
+                            .expect("the appending thread reports every batch it is sent"),
+                    )
+                } else {
+                    landed.try_recv().ok()
+                };
+                while let Some(news) = next {
+                    let (acknowledged, failed) = match news {
+                        // The batches come back to be freed here, on the thread that made
+                        // them (freed by the appender, they cost it 8 % of its time).
+                        Landed::Durable { batches, freed } => {
+                            drop(freed);
+                            (batches, None)
+                        }
+                        Landed::Failed { batches, error } => (batches, Some(error)),
+                    };
+                    for batch in pending.drain(..acknowledged) {
+                        on_ack(batch.first_input, batch.outcomes, batch.head);
+                    }
+                    if let Some(error) = failed {
+                        return Err(error);
+                    }
+                    next = landed.try_recv().ok();
+                }
+                Ok(())
+            };
+            let mut decided_error = None;
             for (number, chunk) in inputs.chunks(chunk_inputs).enumerate() {
-                let no_keys = KeyRecords::new();
-                let built = self.prepare_and_build(chunk, in_flight.as_ref().map_or(&no_keys, |f| &f.keys));
-                // Whatever this batch's decision gave, the one before it lands (or fails) first.
-                let landed = in_flight.take().map(land).transpose()?;
-                let (expected_head, commits, outcomes) = match built {
+                take_landed(&mut pending, false)?;
+                while pending.len() >= CHUNKS_IN_FLIGHT_MAX {
+                    take_landed(&mut pending, true)?;
+                }
+                let in_flight = |key: &Key| pending.iter().rev().find_map(|p| p.keys.get(key).copied());
+                let (expected_head, commits, outcomes) = match self.prepare_and_build(chunk, &in_flight) {
                     Ok(built) => built,
                     Err(e) => {
-                        if let Some((first_input, outcomes, head, _batch)) = landed {
-                            on_ack(first_input, outcomes, head);
-                        }
-                        return Err(e);
+                        decided_error = Some(e);
+                        break;
                     }
                 };
                 let keys = commits.iter().map(|c| (c.key.clone(), key_record_of(c))).collect();
-                let store = Arc::clone(&self.store);
-                in_flight = Some(InFlight {
-                    appending: scope.spawn(move || {
-                        let batch = AppendBatch { expected_head, commits };
-                        (append(store.as_ref(), &batch), batch)
-                    }),
+                if to_appender.send(AppendBatch { expected_head, commits }).is_err() {
+                    // The appender stopped on a failed append: its report is waiting.
+                    break;
+                }
+                pending.push_back(Pending {
                     first_input: number * chunk_inputs,
                     outcomes,
                     head: self.head(),
                     keys,
                 });
-                if let Some((first_input, outcomes, head, batch)) = landed {
-                    on_ack(first_input, outcomes, head);
-                    drop(batch);
-                }
             }
-            if let Some((first_input, outcomes, head, _batch)) = in_flight.map(land).transpose()? {
-                on_ack(first_input, outcomes, head);
+            // Whatever the last decision gave, the batches before it land (or fail) first.
+            drop(to_appender);
+            while !pending.is_empty() {
+                take_landed(&mut pending, true)?;
             }
-            Ok(())
+            decided_error.map_or(Ok(()), Err)
         });
         if result.is_err() {
             // The state folded batches that are not stored: rebuild it from what is.
@@ -608,7 +704,7 @@ impl Ledger {
     fn prepare_and_build(
         &mut self,
         inputs: &[Input],
-        in_flight: &KeyRecords,
+        in_flight: &dyn Fn(&Key) -> Option<KeyRecord>,
     ) -> Result<(Head, Vec<Commit>, Vec<Outcome>), LedgerError> {
         let prepared = inputs.iter().map(|i| self.prepare(i)).collect::<Result<Vec<_>, _>>()?;
         let expected_head = self.head();
@@ -616,7 +712,11 @@ impl Ledger {
         Ok((expected_head, commits, outcomes))
     }
 
-    fn build(&mut self, inputs: &[Input], in_flight: &KeyRecords) -> Result<(Vec<Commit>, Vec<Outcome>), LedgerError> {
+    fn build(
+        &mut self,
+        inputs: &[Input],
+        in_flight: &dyn Fn(&Key) -> Option<KeyRecord>,
+    ) -> Result<(Vec<Commit>, Vec<Outcome>), LedgerError> {
         let mut builder = BatchBuilder {
             state: &mut self.state,
             book: &self.book,
@@ -626,8 +726,8 @@ impl Ledger {
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut keys_in_batch: HashSet<&Key> = HashSet::new();
         for input in inputs {
-            let recorded = match in_flight.get(&input.key) {
-                Some(record) => Some(*record),
+            let recorded = match in_flight(&input.key) {
+                Some(record) => Some(record),
                 None => self.store.key_record(&input.key)?,
             };
             if let Some(record) = recorded {

@@ -1,11 +1,13 @@
 //! Group commit (`chat_ledger::commit`): concurrent single inputs share flushes, every
 //! caller is answered with its own outcome, the log verifies and holds exactly what was
 //! sent, and one bad input in a group is refused alone. And `Ledger::submit_chunks`, which
-//! decides a batch while the one before it is appended: keys in flight count as
-//! recorded, and a failed append leaves the acknowledged batches and a rebuilt state.
+//! decides batches while those before them are appended: keys in flight count as
+//! recorded, batches decided during a flush are appended together, and a failed append
+//! leaves the acknowledged batches and a rebuilt state.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_ledger::commit::{CommitError, GroupCommitter};
@@ -151,6 +153,8 @@ fn concurrent_single_inputs_share_flushes_and_all_land() {
 /// one holding `sluggish` a while (for a batch still in flight when the next is decided).
 struct GateStore {
     inner: MemoryStore,
+    /// Every call of `append`, passed or failed.
+    appends: Arc<AtomicUsize>,
 }
 
 /// Set once the `slow` batch is being appended.
@@ -159,6 +163,13 @@ static SLOWED: AtomicBool = AtomicBool::new(false);
 static POISONED_COMMITS: AtomicUsize = AtomicUsize::new(0);
 
 impl GateStore {
+    fn new() -> GateStore {
+        GateStore {
+            inner: MemoryStore::new(),
+            appends: Arc::default(),
+        }
+    }
+
     fn holds(batch: &AppendBatch, key: &str) -> bool {
         batch.commits.iter().any(|c| c.key.as_str() == key)
     }
@@ -172,6 +183,7 @@ impl EventStore for GateStore {
         self.inner.write_waiting_index()
     }
     fn append(&self, batch: &AppendBatch) -> Result<(), StoreError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
         if GateStore::holds(batch, "slow") {
             SLOWED.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(300));
@@ -225,9 +237,7 @@ impl EventStore for GateStore {
 
 #[test]
 fn a_bad_input_in_a_group_is_refused_alone() {
-    let store = GateStore {
-        inner: MemoryStore::new(),
-    };
+    let store = GateStore::new();
     let mut ledger = open(Box::new(store));
     ledger.submit(&setup(2)).unwrap();
     let start = ledger.head().seq + 1;
@@ -365,9 +375,7 @@ fn submit_chunks_treats_the_keys_of_the_batch_in_flight_as_recorded() {
         funds("sluggish", "2.00"),
         funds("c", "3.00"),
     ];
-    let mut chunked = open(Box::new(GateStore {
-        inner: MemoryStore::new(),
-    }));
+    let mut chunked = open(Box::new(GateStore::new()));
     chunked.submit(&setup(1)).unwrap();
     let mut acks = Vec::new();
     chunked
@@ -391,9 +399,7 @@ fn submit_chunks_treats_the_keys_of_the_batch_in_flight_as_recorded() {
 
     // The same key with another payload in the next batch is a conflict: the batch before
     // it is acknowledged and stored, nothing of the conflicting one.
-    let mut ledger = open(Box::new(GateStore {
-        inner: MemoryStore::new(),
-    }));
+    let mut ledger = open(Box::new(GateStore::new()));
     ledger.submit(&setup(1)).unwrap();
     let mut acked = Vec::new();
     let conflict = [
@@ -412,9 +418,7 @@ fn submit_chunks_treats_the_keys_of_the_batch_in_flight_as_recorded() {
 
 #[test]
 fn an_append_failing_in_flight_leaves_the_acknowledged_batches_and_a_rebuilt_state() {
-    let mut ledger = open(Box::new(GateStore {
-        inner: MemoryStore::new(),
-    }));
+    let mut ledger = open(Box::new(GateStore::new()));
     ledger.submit(&setup(1)).unwrap();
     let before = export_of(ledger.store());
     let inputs = [
@@ -444,4 +448,79 @@ fn an_append_failing_in_flight_leaves_the_acknowledged_batches_and_a_rebuilt_sta
     // And the ledger goes on from there.
     ledger.submit_chunks(&inputs[2..3], 2, |_, _, _| {}).unwrap();
     assert_eq!(ledger.head(), ledger.store().head().unwrap());
+}
+
+#[test]
+fn submit_chunks_appends_the_batches_decided_during_a_flush_together() {
+    // One input a batch. The append of the first is held (`sluggish`): the three decided
+    // meanwhile wait, and are appended together.
+    let store = GateStore::new();
+    let appends = Arc::clone(&store.appends);
+    let mut ledger = open(Box::new(store));
+    ledger.submit(&setup(1)).unwrap();
+    let before = appends.load(Ordering::SeqCst);
+    let inputs = [
+        funds("sluggish", "1.00"),
+        funds("b1", "1.00"),
+        funds("b2", "1.00"),
+        funds("b3", "1.00"),
+    ];
+    let mut acked = Vec::new();
+    ledger
+        .submit_chunks(&inputs, 1, |first, outcomes, head| {
+            acked.push((first, outcomes, head.seq))
+        })
+        .unwrap();
+    let appended = appends.load(Ordering::SeqCst) - before;
+    assert!(
+        (1..=2).contains(&appended),
+        "four batches in {appended} appends: those decided during the held one go together"
+    );
+    let mut whole = open(Box::new(MemoryStore::new()));
+    whole.submit(&setup(1)).unwrap();
+    let outcomes = whole.submit(&inputs).unwrap();
+    assert!(
+        export_of(ledger.store()) == export_of(whole.store()),
+        "the same log as one batch"
+    );
+    // Each batch acknowledged on its own, in order, with its outcomes and the head after it.
+    assert_eq!(acked.iter().map(|a| a.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    for (ack, outcome) in acked.iter().zip(&outcomes) {
+        let Outcome::Recorded { last_seq, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!((&ack.1[..], ack.2), (std::slice::from_ref(outcome), *last_seq));
+    }
+
+    // A failed append of batches waiting together: each is tried alone, and those before
+    // the one that fails are stored and acknowledged, nothing after it.
+    let store = GateStore::new();
+    let appends = Arc::clone(&store.appends);
+    let mut ledger = open(Box::new(store));
+    ledger.submit(&setup(1)).unwrap();
+    let start = ledger.head().seq + 1;
+    let before = appends.load(Ordering::SeqCst);
+    let inputs = [
+        funds("sluggish", "1.00"),
+        funds("g7", "1.00"),
+        funds("refused", "1.00"),
+        funds("g8", "1.00"),
+    ];
+    let mut acked = Vec::new();
+    let err = ledger
+        .submit_chunks(&inputs, 1, |first, _, head| acked.push((first, head.seq)))
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Store(StoreError::Io(_))), "{err}");
+    let head = ledger.store().head().unwrap();
+    assert_eq!(acked.iter().map(|a| a.0).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(acked[1].1, head.seq);
+    assert_eq!(ledger.head(), head, "the state is rebuilt to what is stored");
+    let keys: Vec<String> = recorded_inputs(ledger.store(), start)
+        .into_iter()
+        .map(|i| i.key.as_str().to_owned())
+        .collect();
+    assert_eq!(keys, ["sluggish", "g7"]);
+    // The held one alone, then the three together (refused), then g7 and `refused` alone.
+    let appended = appends.load(Ordering::SeqCst) - before;
+    assert!((3..=4).contains(&appended), "{appended} appends");
 }

@@ -90,16 +90,24 @@ pub fn cpu_time() -> Option<Duration> {
 /// Time spent in `EventStore::append` (sled batch + flush) by every [`TimedStore`].
 static APPEND_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Calls of `EventStore::append` (one flush each) by every [`TimedStore`].
+static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The time spent appending since the last call (the timing split of a run).
 pub fn take_append_time() -> Duration {
     Duration::from_nanos(APPEND_NANOS.swap(0, std::sync::atomic::Ordering::Relaxed))
 }
 
-/// The sled store, its appends timed into [`take_append_time`].
+/// The appends (flushes) since the last call.
+pub fn take_appends() -> u64 {
+    APPENDS.swap(0, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The sled store, its appends timed into [`take_append_time`] and counted into [`take_appends`].
 pub struct TimedStore(pub chat_ledger::store::SledStore);
 
 mod timed_store {
-    use super::{TimedStore, APPEND_NANOS};
+    use super::{TimedStore, APPENDS, APPEND_NANOS};
     use chat_ledger::store::{AppendBatch, EventStore, Head, KeyRecord, StoreError, StoredEvent};
     use chat_ledger_events::{AppId, Key, StreamId};
     use std::sync::atomic::Ordering;
@@ -115,6 +123,7 @@ mod timed_store {
             let start = std::time::Instant::now();
             let result = self.0.append(batch);
             APPEND_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            APPENDS.fetch_add(1, Ordering::Relaxed);
             result
         }
         fn key_record(&self, key: &Key) -> Result<Option<KeyRecord>, StoreError> {
