@@ -1189,6 +1189,8 @@ impl EventStore for SledStore {
 /// writes before the `h` that commits it.
 fn write_window(log: &sled::Tree, last_seq: u64, index: &WaitingIndex) -> sled::Result<Option<KeyWindow>> {
     insert_runs(log, index)?;
+    #[cfg(test)]
+    tests::window_fail_point()?;
     insert_key_window(log, last_seq, index)
 }
 
@@ -1391,5 +1393,103 @@ fn sled_error(context: impl Display) -> impl FnOnce(sled::Error) -> StoreError {
             StoreError::Corrupt(format!("{context}: sled found corruption at {at:?}"))
         }
         e => StoreError::Io(format!("{context}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use chat_ledger_events::{AccountId, Input, Key, StreamId};
+
+    use super::SledStore;
+    use crate::ledger::{Ledger, LedgerError, Outcome, SeededKeys};
+    use crate::rulebook::Rulebook;
+    use crate::store::{EventStore, StoreError};
+    use crate::verify::verify_store;
+
+    /// Set: the next window written on the index thread fails half-way, after its runs
+    /// and before its key window (sled cannot be made to fail on demand). Only that thread
+    /// takes it, so a store closing elsewhere in the tests does not.
+    static FAIL_NEXT_WINDOW: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn window_fail_point() -> sled::Result<()> {
+        let on_index_thread = std::thread::current().name() == Some("chat-ledger-index");
+        if on_index_thread && FAIL_NEXT_WINDOW.swap(false, Ordering::SeqCst) {
+            return Err(sled::Error::Io(std::io::Error::other("the disk refused the window")));
+        }
+        Ok(())
+    }
+
+    fn input(key: &str, body: &str) -> Input {
+        let line = format!(r#"{{"key":"{key}","at":"2025-05-10T12:00:00+08:00","actor":"customer",{body}}}"#);
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    fn funds(n: usize) -> Input {
+        input(
+            &format!("cash-{n}"),
+            &format!(r#""type":"add_funds","account":"acct","kind":"cash","amount":"{n}.00""#),
+        )
+    }
+
+    #[test]
+    fn a_window_whose_write_fails_waits_again_and_nothing_recorded_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let store = SledStore::open(dir.path()).unwrap().write_index_every(5);
+            Ledger::open_with_keys(Box::new(store), Rulebook::intl_2025(), Box::new(SeededKeys("w".into()))).unwrap()
+        };
+        let mut ledger = open();
+        let account =
+            r#""type":"open_account","account":"acct","creator":{"email":"a@example.com","sms":"+1-555-0100"}"#;
+        ledger.submit(&[input("open", account)]).unwrap();
+        FAIL_NEXT_WINDOW.store(true, Ordering::SeqCst);
+        let mut recorded = Vec::new();
+        let mut failures = Vec::new();
+        for n in 1..=40 {
+            // The append that meets the failed window fails, and nothing of it is stored;
+            // the same input again goes through.
+            let outcomes = match ledger.submit(&[funds(n)]) {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    failures.push(e.to_string());
+                    assert!(matches!(e, LedgerError::Store(StoreError::Io(_))), "{e}");
+                    ledger.submit(&[funds(n)]).unwrap()
+                }
+            };
+            let Outcome::Recorded {
+                first_seq, last_seq, ..
+            } = outcomes[0]
+            else {
+                panic!("{:?}", outcomes[0])
+            };
+            recorded.push((Key::new(format!("cash-{n}")).unwrap(), first_seq, last_seq));
+        }
+        assert!(
+            !FAIL_NEXT_WINDOW.load(Ordering::SeqCst),
+            "a window was written on its thread"
+        );
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].contains("writing the index up to event"), "{failures:?}");
+
+        // Every key and every stream version, found by the index before and after a reopen.
+        let check = |store: &dyn EventStore| {
+            for (key, first_seq, last_seq) in &recorded {
+                let record = store.key_record(key).unwrap().unwrap_or_else(|| panic!("{key} lost"));
+                assert_eq!((record.first_seq, record.last_seq), (*first_seq, *last_seq), "{key}");
+            }
+            let account = StreamId::account(&AccountId::new("acct").unwrap());
+            let versions = store.read_stream(&account, 1, usize::MAX).unwrap().len() as u64;
+            assert_eq!(versions, store.stream_version(&account).unwrap());
+            assert_eq!(versions, 41, "opened, then funded 40 times");
+        };
+        check(ledger.store());
+        let head = ledger.head();
+        drop(ledger);
+        let ledger = open();
+        assert_eq!(ledger.head(), head);
+        check(ledger.store());
+        verify_store(ledger.store(), None).unwrap().expect("the log verifies");
     }
 }
