@@ -366,8 +366,8 @@ impl<'a> Log<'a> {
             event_seq: e.seq,
             event_type: e.event.type_name().to_owned(),
             stream: e.stream.to_string(),
-            rule: e.decision.as_ref().map(|d| d.rule.clone()),
-            rulebook: e.decision.as_ref().map(|d| d.rulebook.clone()),
+            rule: e.decision.as_ref().map(|d| d.rule.to_string()),
+            rulebook: e.decision.as_ref().map(|d| d.rulebook.to_string()),
             text: self.narrate(e, app),
         }
     }

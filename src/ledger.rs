@@ -2,7 +2,8 @@
 //! (input → decide → seal → evolve), appends them in acknowledged batches, and fires the
 //! deadlines that the clock passes, in the documented order.
 
-use std::collections::{btree_map, BTreeMap, HashMap, HashSet, VecDeque};
+use std::borrow::Cow;
+use std::collections::{btree_map, BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use chat_ledger_events::{
     event_id, seal, Actor, AppId, Command, Decision, EventBody, Input, Instant, Key, NewEvent, SealedEvent, StreamId,
 };
 use chat_ledger_projections::LedgerView;
+use foldhash::{HashMap, HashSet, HashSetExt};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -286,7 +288,7 @@ struct BatchBuilder<'a> {
     state: &'a mut LedgerView,
     book: &'a Rulebook,
     /// `book.label()`, made once a batch rather than formatted for every event.
-    label: String,
+    label: Arc<str>,
     commits: Vec<Commit>,
 }
 
@@ -317,7 +319,7 @@ impl BatchBuilder<'_> {
             key: key.clone(),
             cause,
             decision: Some(Decision {
-                rule: fact.rule.to_owned(),
+                rule: Cow::Borrowed(fact.rule),
                 rulebook: self.label.clone(),
             }),
             body: fact.body,
@@ -558,15 +560,15 @@ impl Ledger {
 
     /// The input as the log records it: a login's user id replaced by its per-app digest
     /// (a reclaimed app's logins keep no trace of the user at all).
-    pub fn prepare(&mut self, input: &Input) -> Result<Input, LedgerError> {
+    pub fn prepare<'a>(&mut self, input: &'a Input) -> Result<Cow<'a, Input>, LedgerError> {
         let Command::Login { app, user, .. } = &input.command else {
-            return Ok(input.clone());
+            return Ok(Cow::Borrowed(input));
         };
         let user = match self.vault_key(*app)? {
             Some(key) => digest_hex(user_digest(&key, user)),
             None => String::new(),
         };
-        Ok(login_as(input, user))
+        Ok(Cow::Owned(login_as(input, user)))
     }
 
     /// The digest of `input` as it was (or would be) recorded, without creating vault keys;
@@ -706,7 +708,10 @@ impl Ledger {
         inputs: &[Input],
         in_flight: &dyn Fn(&Key) -> Option<KeyRecord>,
     ) -> Result<(Head, Vec<Commit>, Vec<Outcome>), LedgerError> {
-        let prepared = inputs.iter().map(|i| self.prepare(i)).collect::<Result<Vec<_>, _>>()?;
+        let mut prepared = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            prepared.push(self.prepare(input)?);
+        }
         let expected_head = self.head();
         let (commits, outcomes) = self.build(&prepared, in_flight)?;
         Ok((expected_head, commits, outcomes))
@@ -714,17 +719,17 @@ impl Ledger {
 
     fn build(
         &mut self,
-        inputs: &[Input],
+        inputs: &[Cow<'_, Input>],
         in_flight: &dyn Fn(&Key) -> Option<KeyRecord>,
     ) -> Result<(Vec<Commit>, Vec<Outcome>), LedgerError> {
         let mut builder = BatchBuilder {
             state: &mut self.state,
             book: &self.book,
-            label: self.book.label(),
-            commits: Vec::new(),
+            label: Arc::from(self.book.label()),
+            commits: Vec::with_capacity(inputs.len()),
         };
         let mut outcomes = Vec::with_capacity(inputs.len());
-        let mut keys_in_batch: HashSet<&Key> = HashSet::new();
+        let mut keys_in_batch: HashSet<&Key> = HashSet::with_capacity(inputs.len());
         for input in inputs {
             let recorded = match in_flight(&input.key) {
                 Some(record) => Some(record),
@@ -877,7 +882,7 @@ impl Ledger {
         let mut builder = BatchBuilder {
             state: &mut self.state,
             book: &self.book,
-            label: self.book.label(),
+            label: Arc::from(self.book.label()),
             commits: Vec::new(),
         };
         let mut piece_start = 0;

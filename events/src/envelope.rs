@@ -5,7 +5,9 @@
 //! no whitespace). They are hashed as stored and never re-encoded: an old event read
 //! through an upcaster keeps its original bytes and hash. No wall-clock field is inside.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -98,10 +100,12 @@ pub fn event_id(key: &Key, index: usize) -> Uuid {
 /// What decided an event. Inputs' own records have neither rule nor cause.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Decision {
-    /// The rule id, e.g. `expiry.grace`.
-    pub rule: String,
-    /// The rulebook id and version, e.g. `intl-2025@1`.
-    pub rulebook: String,
+    /// The rule id, e.g. `expiry.grace`: the rulebook's own `&'static str` when decided,
+    /// owned when read back (no allocation an event when sealing).
+    pub rule: Cow<'static, str>,
+    /// The rulebook id and version, e.g. `intl-2025@1`: shared by every event a batch
+    /// decides.
+    pub rulebook: Arc<str>,
 }
 
 /// An event decided but not yet in the log: everything but its position in the chain.

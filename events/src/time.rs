@@ -38,14 +38,14 @@ impl Instant {
     }
 }
 
-impl fmt::Display for Instant {
-    /// RFC 3339 in UTC, whole seconds: `2025-07-01T16:00:00Z`, exactly what
-    /// `to_rfc3339_opts(SecondsFormat::Secs, true)` writes, without its allocation (every
-    /// serialized instant comes through here).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Instant {
+    /// `2025-07-01T16:00:00Z`, written with no formatting machinery (every serialized
+    /// instant comes through here); `None` for a year outside 0–9999 or a fraction of a
+    /// second, which chrono writes.
+    fn utc_text(&self) -> Option<[u8; 20]> {
         let (date, time) = (self.0.date_naive(), self.0.time());
         if !(0..=9999).contains(&date.year()) || time.nanosecond() != 0 {
-            return f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true));
+            return None;
         }
         let mut text = *b"0000-00-00T00:00:00Z";
         let mut put = |at: usize, width: usize, mut value: u32| {
@@ -60,13 +60,29 @@ impl fmt::Display for Instant {
         put(11, 2, time.hour());
         put(14, 2, time.minute());
         put(17, 2, time.second());
-        f.write_str(std::str::from_utf8(&text).expect("ASCII digits"))
+        Some(text)
+    }
+}
+
+impl fmt::Display for Instant {
+    /// RFC 3339 in UTC, whole seconds: `2025-07-01T16:00:00Z`, exactly what
+    /// `to_rfc3339_opts(SecondsFormat::Secs, true)` writes, without its allocation.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.utc_text() {
+            Some(text) => f.write_str(std::str::from_utf8(&text).expect("ASCII digits")),
+            None => f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        }
     }
 }
 
 impl Serialize for Instant {
+    /// As [`Display`](fmt::Display) writes it: a string handed over whole rather than
+    /// through the formatter (`collect_str`).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.utc_text() {
+            Some(text) => s.serialize_str(std::str::from_utf8(&text).expect("ASCII digits")),
+            None => s.collect_str(self),
+        }
     }
 }
 
@@ -92,9 +108,11 @@ mod tests {
         let mut step = 1i64;
         while t <= end {
             let utc = DateTime::from_timestamp(t, 0).unwrap();
+            let text = utc.to_rfc3339_opts(SecondsFormat::Secs, true);
+            assert_eq!(Instant(utc).to_string(), text, "at {t}");
             assert_eq!(
-                Instant(utc).to_string(),
-                utc.to_rfc3339_opts(SecondsFormat::Secs, true),
+                serde_json::to_string(&Instant(utc)).unwrap(),
+                format!("\"{text}\""),
                 "at {t}"
             );
             t += step;
