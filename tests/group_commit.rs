@@ -364,6 +364,14 @@ fn export_of(store: &dyn EventStore) -> Vec<u8> {
     bytes
 }
 
+/// The outcomes and the log of `inputs` submitted as one batch after `setup(1)`.
+fn as_one_batch(inputs: &[Input]) -> (Vec<Outcome>, Vec<u8>) {
+    let mut whole = open(Box::new(MemoryStore::new()));
+    whole.submit(&setup(1)).unwrap();
+    let outcomes = whole.submit(inputs).unwrap();
+    (outcomes, export_of(whole.store()))
+}
+
 #[test]
 fn submit_chunks_treats_the_keys_of_the_batch_in_flight_as_recorded() {
     // In batches of two, `sluggish` comes again in the second batch while the first is in
@@ -383,13 +391,8 @@ fn submit_chunks_treats_the_keys_of_the_batch_in_flight_as_recorded() {
             acks.push((first, outcomes, head.seq))
         })
         .unwrap();
-    let mut whole = open(Box::new(MemoryStore::new()));
-    whole.submit(&setup(1)).unwrap();
-    let outcomes = whole.submit(&inputs).unwrap();
-    assert!(
-        export_of(chunked.store()) == export_of(whole.store()),
-        "the same log as one batch"
-    );
+    let (outcomes, log) = as_one_batch(&inputs);
+    assert!(export_of(chunked.store()) == log, "the same log as one batch");
     assert_eq!(acks.len(), 2);
     assert_eq!((acks[0].0, acks[1].0), (0, 2), "in order, by first input");
     assert_eq!(acks[1].2, chunked.head().seq);
@@ -416,6 +419,17 @@ fn submit_chunks_treats_the_keys_of_the_batch_in_flight_as_recorded() {
     assert_eq!(ledger.head(), ledger.store().head().unwrap());
 }
 
+/// `submit_chunks` of `inputs`, which a failed append stops: the batches acknowledged
+/// before it, as (first input, head after it).
+fn acks_before_a_failed_append(ledger: &mut Ledger, inputs: &[Input], chunk_inputs: usize) -> Vec<(usize, u64)> {
+    let mut acked = Vec::new();
+    let err = ledger
+        .submit_chunks(inputs, chunk_inputs, |first, _, head| acked.push((first, head.seq)))
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Store(StoreError::Io(_))), "{err}");
+    acked
+}
+
 #[test]
 fn an_append_failing_in_flight_leaves_the_acknowledged_batches_and_a_rebuilt_state() {
     let mut ledger = open(Box::new(GateStore::new()));
@@ -429,11 +443,7 @@ fn an_append_failing_in_flight_leaves_the_acknowledged_batches_and_a_rebuilt_sta
         funds("g5", "1.00"),
         funds("g6", "1.00"),
     ];
-    let mut acked = Vec::new();
-    let err = ledger
-        .submit_chunks(&inputs, 2, |first, _, head| acked.push((first, head.seq)))
-        .unwrap_err();
-    assert!(matches!(err, LedgerError::Store(StoreError::Io(_))), "{err}");
+    let acked = acks_before_a_failed_append(&mut ledger, &inputs, 2);
     // The third batch was decided while the second was appended, and is dropped with it.
     let head = ledger.store().head().unwrap();
     assert_eq!(acked, vec![(0, head.seq)]);
@@ -459,12 +469,7 @@ fn submit_chunks_appends_the_batches_decided_during_a_flush_together() {
     let mut ledger = open(Box::new(store));
     ledger.submit(&setup(1)).unwrap();
     let before = appends.load(Ordering::SeqCst);
-    let inputs = [
-        funds("sluggish", "1.00"),
-        funds("b1", "1.00"),
-        funds("b2", "1.00"),
-        funds("b3", "1.00"),
-    ];
+    let inputs = ["sluggish", "b1", "b2", "b3"].map(|key| funds(key, "1.00"));
     let mut acked = Vec::new();
     ledger
         .submit_chunks(&inputs, 1, |first, outcomes, head| {
@@ -476,13 +481,8 @@ fn submit_chunks_appends_the_batches_decided_during_a_flush_together() {
         (1..=2).contains(&appended),
         "four batches in {appended} appends: those decided during the held one go together"
     );
-    let mut whole = open(Box::new(MemoryStore::new()));
-    whole.submit(&setup(1)).unwrap();
-    let outcomes = whole.submit(&inputs).unwrap();
-    assert!(
-        export_of(ledger.store()) == export_of(whole.store()),
-        "the same log as one batch"
-    );
+    let (outcomes, log) = as_one_batch(&inputs);
+    assert!(export_of(ledger.store()) == log, "the same log as one batch");
     // Each batch acknowledged on its own, in order, with its outcomes and the head after it.
     assert_eq!(acked.iter().map(|a| a.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
     for (ack, outcome) in acked.iter().zip(&outcomes) {
@@ -500,17 +500,8 @@ fn submit_chunks_appends_the_batches_decided_during_a_flush_together() {
     ledger.submit(&setup(1)).unwrap();
     let start = ledger.head().seq + 1;
     let before = appends.load(Ordering::SeqCst);
-    let inputs = [
-        funds("sluggish", "1.00"),
-        funds("g7", "1.00"),
-        funds("refused", "1.00"),
-        funds("g8", "1.00"),
-    ];
-    let mut acked = Vec::new();
-    let err = ledger
-        .submit_chunks(&inputs, 1, |first, _, head| acked.push((first, head.seq)))
-        .unwrap_err();
-    assert!(matches!(err, LedgerError::Store(StoreError::Io(_))), "{err}");
+    let inputs = ["sluggish", "g7", "refused", "g8"].map(|key| funds(key, "1.00"));
+    let acked = acks_before_a_failed_append(&mut ledger, &inputs, 1);
     let head = ledger.store().head().unwrap();
     assert_eq!(acked.iter().map(|a| a.0).collect::<Vec<_>>(), [0, 1]);
     assert_eq!(acked[1].1, head.seq);
