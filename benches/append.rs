@@ -3,8 +3,9 @@
 //!
 //! (a) bulk: realistic inputs (open_account, add_funds, create_app, set_auto_renew,
 //!     buy_edition across many accounts and apps) through `Ledger::submit_chunks` in
-//!     chunks of `CHUNK_INPUTS_DEFAULT` (one append + flush each, on a second thread while
-//!     the next chunk is decided), and through `import::import` of the same
+//!     chunks of `CHUNK_INPUTS_DEFAULT` (appended on a second thread while the next are
+//!     decided; chunks decided during a flush share the next append and flush), and
+//!     through `import::import` of the same
 //!     inputs as JSON Lines (parse + check + submit), into a fresh `SledStore`;
 //! (b) reference: raw `sled::Tree::insert` of the SAME stored bytes (read back from (a)),
 //!     one entry per event, into a fresh sled database, then one flush; and (b2) the

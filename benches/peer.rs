@@ -699,7 +699,8 @@ fn main() {
         Duration::from_nanos(their_replay),
     );
 
-    // Ours, batched: one atomic append and one flush per batch, the next decided meanwhile.
+    // Ours, batched: each batch all or nothing, appended while the next are decided (those
+    // decided during a flush share the next append and flush).
     let root = common::cache_dir("peer");
     let dir = root.join("batched");
     let mut ledger = fresh_ledger(&dir);

@@ -292,7 +292,16 @@ struct BatchBuilder<'a> {
     commits: Vec<Commit>,
 }
 
-impl BatchBuilder<'_> {
+impl<'a> BatchBuilder<'a> {
+    fn new(state: &'a mut LedgerView, book: &'a Rulebook, commits: usize) -> BatchBuilder<'a> {
+        BatchBuilder {
+            state,
+            book,
+            label: Arc::from(book.label()),
+            commits: Vec::with_capacity(commits),
+        }
+    }
+
     fn seal_into(&mut self, events: &mut Vec<SealedEvent>, new: NewEvent) {
         let sealed = seal(self.state.seq + 1, self.state.head_hash, new);
         self.state
@@ -722,12 +731,7 @@ impl Ledger {
         inputs: &[Cow<'_, Input>],
         in_flight: &dyn Fn(&Key) -> Option<KeyRecord>,
     ) -> Result<(Vec<Commit>, Vec<Outcome>), LedgerError> {
-        let mut builder = BatchBuilder {
-            state: &mut self.state,
-            book: &self.book,
-            label: Arc::from(self.book.label()),
-            commits: Vec::with_capacity(inputs.len()),
-        };
+        let mut builder = BatchBuilder::new(&mut self.state, &self.book, inputs.len());
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut keys_in_batch: HashSet<&Key> = HashSet::with_capacity(inputs.len());
         for input in inputs {
@@ -879,12 +883,7 @@ impl Ledger {
             )?;
         }
         let expected_head = self.head();
-        let mut builder = BatchBuilder {
-            state: &mut self.state,
-            book: &self.book,
-            label: Arc::from(self.book.label()),
-            commits: Vec::new(),
-        };
+        let mut builder = BatchBuilder::new(&mut self.state, &self.book, 0);
         let mut piece_start = 0;
         let commit_piece = |builder: &mut BatchBuilder, from: usize, to: usize| {
             let piece = &chunk[from..to];
