@@ -624,6 +624,38 @@ fn fresh_ledger(dir: &std::path::Path) -> Ledger {
     Ledger::open(Box::new(store), Rulebook::intl_2025()).expect("open")
 }
 
+/// `replay::load_working` (`whole`: `replay::load`) in a loop on the store in `dir`, after
+/// saving a snapshot at its head if it has none.
+fn profile_load(dir: &std::path::Path, whole: bool) {
+    let store = SledStore::open(dir).expect("open the profile store");
+    if replay::snapshot_position(&store).expect("snapshot").is_none() {
+        let mut view = replay::load_from_zero(&store, None).expect("replay");
+        replay::save_snapshot(&store, &mut view).expect("save the snapshot");
+    }
+    let runs: usize = std::env::var("CHAT_LEDGER_PEER_PROFILE_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut each: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let started = Clock::now();
+            if whole {
+                std::hint::black_box(replay::load(&store, None).expect("load the whole view"));
+            } else {
+                std::hint::black_box(replay::load_working(&store).expect("load the working view"));
+            }
+            started.elapsed()
+        })
+        .collect();
+    each.sort();
+    println!(
+        "{}, {runs} runs: best {:.1} ms, median {:.1} ms",
+        if whole { "whole view" } else { "startup (working view)" },
+        each[0].as_secs_f64() * 1e3,
+        each[runs / 2].as_secs_f64() * 1e3
+    );
+}
+
 fn main() {
     let scale = common::scale();
     if std::env::var_os(CHILD_ENV).is_some() {
@@ -637,10 +669,23 @@ fn main() {
         "peer: {scale:?}: {count} commands over {accounts} accounts ({STEPS} each), ours in batches of {GROUP_INPUTS_MAX}"
     );
 
+    // `CHAT_LEDGER_PEER_PROFILE=startup` (`whole`): `replay::load_working` (`replay::load`)
+    // alone, in a loop (`CHAT_LEDGER_PEER_PROFILE_RUNS`, 20), on the store the batched
+    // profile leaves (made first if there is none), with a snapshot at its head.
+    let profile = std::env::var("CHAT_LEDGER_PEER_PROFILE").unwrap_or_default();
+    let profile_dir = common::cache_dir("peer").join(format!("profile-{scale:?}"));
+    let load_profile = profile == "startup" || profile == "whole";
+    if load_profile
+        && SledStore::open(&profile_dir)
+            .is_ok_and(|s| chat_ledger::store::EventStore::head(&s).is_ok_and(|h| h.seq > 0))
+    {
+        return profile_load(&profile_dir, profile == "whole");
+    }
+
     // `CHAT_LEDGER_PEER_PROFILE=batched`: ours batched alone, the batches' rate by tenth
     // of the run (for `perf record`).
-    if std::env::var("CHAT_LEDGER_PEER_PROFILE").is_ok_and(|p| p == "batched") {
-        let dir = common::cache_dir("peer").join("profile");
+    if profile == "batched" || load_profile {
+        let dir = profile_dir;
         let mut ledger = fresh_ledger(&dir);
         let mut batch_times = Vec::new();
         let (start, mut acked) = (Clock::now(), Clock::now());
@@ -667,6 +712,10 @@ fn main() {
             start.elapsed(),
             rates.join(" ")
         );
+        if load_profile {
+            drop(ledger);
+            profile_load(&dir, profile == "whole");
+        }
         return;
     }
 

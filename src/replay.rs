@@ -9,6 +9,7 @@ use chat_ledger_projections::{
     whole_list, AccountView, AppView, BillView, Deadline, LedgerView, MonthUsage, OrderView, RulebookView, Settled,
     SettledList, StoryList, UserDigests, PROJECTION_VERSION,
 };
+use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -34,9 +35,11 @@ const CHECKPOINT_PARTS_PER_WRITE: usize = 1024;
 /// query about one app reads that app alone. 3: and every story segment due is written
 /// before the header (`crate::story`). 4: the parts hold the *working* view; the settled
 /// history ([`chat_ledger_projections::Settled`]) is stored apart, one history part per
-/// order, bill, settled month and settled run of a story list (see [`save_snapshot_with`]). A snapshot of
-/// another format is ignored.
-pub const SNAPSHOT_FORMAT: u32 = 4;
+/// order, bill, settled month and settled run of a story list (see [`save_snapshot_with`]).
+/// 5: which account and app parts there are is a part of its own (the *part list*), read
+/// first, so that the shared maps and the parts are decoded at once, on every core. A
+/// snapshot of another format is ignored.
+pub const SNAPSHOT_FORMAT: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -60,25 +63,32 @@ struct Header {
     commands_rejected: u64,
 }
 
-/// The maps shared by every query, and which account and app parts exist.
+/// The maps shared by every query.
 #[derive(Serialize)]
 struct SharedRef<'a> {
-    seq: u64,
     streams: &'a BTreeMap<StreamId, u64>,
     orders: &'a BTreeMap<String, OrderView>,
     bills: &'a BTreeMap<String, BillView>,
     deadlines: &'a BTreeSet<Deadline>,
+}
+
+#[derive(Deserialize)]
+struct Shared {
+    streams: BTreeMap<StreamId, u64>,
+    orders: BTreeMap<String, OrderView>,
+    bills: BTreeMap<String, BillView>,
+    deadlines: BTreeSet<Deadline>,
+}
+
+/// The part list: which account and app parts there are, in order.
+#[derive(Serialize)]
+struct PartListRef<'a> {
     accounts: Vec<&'a AccountId>,
     apps: Vec<AppId>,
 }
 
 #[derive(Deserialize)]
-struct Shared {
-    seq: u64,
-    streams: BTreeMap<StreamId, u64>,
-    orders: BTreeMap<String, OrderView>,
-    bills: BTreeMap<String, BillView>,
-    deadlines: BTreeSet<Deadline>,
+struct PartList {
     accounts: Vec<AccountId>,
     apps: Vec<AppId>,
 }
@@ -98,6 +108,10 @@ struct Part<T> {
 
 fn shared_name() -> String {
     format!("{SNAPSHOT_NAME}/shared")
+}
+
+fn part_list_name() -> String {
+    format!("{SNAPSHOT_NAME}/part-list")
 }
 
 fn account_name(account: &AccountId) -> String {
@@ -147,23 +161,31 @@ fn list_part_name(stream: &StreamId, list: StoryList, first: u64) -> String {
 /// Greater, as bytes, than any name under a prefix: the end of a prefix's name range.
 const NAME_RANGE_END: &str = "\u{10FFFF}";
 
-/// The parts under `prefix` written at or before position `seq`, in name order.
-fn history_parts_in<T: DeserializeOwned>(
+/// The parts under `prefix` written at or before position `seq`, in name order; many are
+/// decoded on every core (rayon), a few (what a query reads) on the calling thread.
+fn history_parts_in<T: DeserializeOwned + Send>(
     store: &dyn EventStore,
     prefix: &str,
     seq: u64,
 ) -> Result<Vec<T>, ReplayError> {
-    let mut out = Vec::new();
-    for (name, bytes) in store.snapshots_in(prefix, &format!("{prefix}{NAME_RANGE_END}"))? {
-        let part = serde_json::from_slice::<Part<T>>(&bytes).map_err(|e| ReplayError::Corrupt {
+    let parts = store.snapshots_in(prefix, &format!("{prefix}{NAME_RANGE_END}"))?;
+    let decode = |(name, bytes): &(String, Vec<u8>)| -> Result<Option<T>, ReplayError> {
+        let part = serde_json::from_slice::<Part<T>>(bytes).map_err(|e| ReplayError::Corrupt {
             seq,
             reason: format!("settled history part {name} does not read: {e}"),
         })?;
-        if part.seq <= seq {
-            out.push(part.view);
-        }
-    }
-    Ok(out)
+        Ok((part.seq <= seq).then_some(part.view))
+    };
+    let decoded: Vec<Option<T>> = if parts.len() < PARTS_ON_EVERY_CORE_MIN {
+        parts.iter().map(decode).collect::<Result<_, _>>()?
+    } else {
+        parts
+            .par_iter()
+            .with_min_len(PARTS_PER_TASK_MIN)
+            .map(decode)
+            .collect::<Result<_, _>>()?
+    };
+    Ok(decoded.into_iter().flatten().collect())
 }
 
 /// The settled months under `prefix` (every app's, or one app's), each the latest written
@@ -187,11 +209,26 @@ fn read_months(
 /// Every settled history part at or before position `seq`: what [`load`] puts back.
 fn read_history(store: &dyn EventStore, seq: u64) -> Result<Settled, ReplayError> {
     let prefix = history_prefix();
+    // Each kind read while others are decoded.
+    let ((orders, bills), (months, lists)) = rayon::join(
+        || {
+            rayon::join(
+                || history_parts_in(store, &format!("{prefix}order/"), seq),
+                || history_parts_in(store, &format!("{prefix}bill/"), seq),
+            )
+        },
+        || {
+            rayon::join(
+                || read_months(store, &format!("{prefix}month/"), seq),
+                || history_parts_in(store, &format!("{prefix}list/"), seq),
+            )
+        },
+    );
     Ok(Settled {
-        orders: history_parts_in(store, &format!("{prefix}order/"), seq)?,
-        bills: history_parts_in(store, &format!("{prefix}bill/"), seq)?,
-        months: read_months(store, &format!("{prefix}month/"), seq)?,
-        lists: history_parts_in(store, &format!("{prefix}list/"), seq)?,
+        orders: orders?,
+        bills: bills?,
+        months: months?,
+        lists: lists?,
     })
 }
 
@@ -599,6 +636,30 @@ fn get_part<T: DeserializeOwned>(store: &dyn EventStore, name: &str, seq: u64) -
         .map(|p| p.view))
 }
 
+/// The parts of `ids`, in order, written with the header at `seq`, many read and decoded
+/// on every core (rayon); `None` if one is missing, unreadable or of another save.
+fn get_parts<K: Sync, T: DeserializeOwned + Send>(
+    store: &dyn EventStore,
+    ids: &[K],
+    name: fn(&K) -> String,
+    seq: u64,
+) -> Result<Option<Vec<T>>, ReplayError> {
+    let get = |id: &K| get_part::<T>(store, &name(id), seq);
+    if ids.len() < PARTS_ON_EVERY_CORE_MIN {
+        return ids.iter().map(get).collect();
+    }
+    ids.par_iter().with_min_len(PARTS_PER_TASK_MIN).map(get).collect()
+}
+
+/// Parts read in one go by a rayon thread: a task for each part would cost about as much
+/// as a part.
+const PARTS_PER_TASK_MIN: usize = 64;
+
+/// Parts from which they are decoded on every core. Fewer are decoded on the calling
+/// thread: waking rayon's threads for a query's handful costs more than it saves, and
+/// they then spin a while, on cores a query shares.
+const PARTS_ON_EVERY_CORE_MIN: usize = 4 * PARTS_PER_TASK_MIN;
+
 /// The snapshot's working view, if the snapshot is valid and `until` does not cut it.
 fn load_snapshot(store: &dyn EventStore, until: Option<Instant>) -> Result<Option<LedgerView>, ReplayError> {
     let Some(header) = valid_header(store)? else {
@@ -607,29 +668,25 @@ fn load_snapshot(store: &dyn EventStore, until: Option<Instant>) -> Result<Optio
     if until.is_some_and(|t| header.clock.is_some_and(|clock| clock > t)) {
         return Ok(None);
     }
-    let Some(bytes) = store.get_snapshot(&shared_name())? else {
+    let seq = header.seq;
+    let Some(list) = get_part::<PartList>(store, &part_list_name(), seq)? else {
         return Ok(None);
     };
-    let Some(shared) = serde_json::from_slice::<Shared>(&bytes)
-        .ok()
-        .filter(|s| s.seq == header.seq)
-    else {
+    // Startup is mostly the decoding of these, none of which needs another.
+    let shared = || get_part::<Shared>(store, &shared_name(), seq);
+    let accounts = || get_parts::<_, AccountView>(store, &list.accounts, account_name, seq);
+    let apps = || get_parts::<_, AppView>(store, &list.apps, |id| app_name(*id), seq);
+    let (shared, (accounts, apps)) = if list.accounts.len() + list.apps.len() < PARTS_ON_EVERY_CORE_MIN {
+        (shared(), (accounts(), apps()))
+    } else {
+        rayon::join(shared, || rayon::join(accounts, apps))
+    };
+    let (Some(shared), Some(accounts), Some(apps)) = (shared?, accounts?, apps?) else {
         return Ok(None);
     };
-    let mut accounts = BTreeMap::new();
-    for id in shared.accounts {
-        let Some(account) = get_part::<AccountView>(store, &account_name(&id), header.seq)? else {
-            return Ok(None);
-        };
-        accounts.insert(id, account);
-    }
-    let mut apps = BTreeMap::new();
-    for id in shared.apps {
-        let Some(app) = get_part::<AppView>(store, &app_name(id), header.seq)? else {
-            return Ok(None);
-        };
-        apps.insert(id, app);
-    }
+    // The ids are in order (a map's keys, stored as such): the maps are built in bulk.
+    let accounts: BTreeMap<AccountId, AccountView> = list.accounts.into_iter().zip(accounts).collect();
+    let apps: BTreeMap<AppId, AppView> = list.apps.into_iter().zip(apps).collect();
     Ok(Some(LedgerView {
         seq: header.seq,
         head_hash: header.head_hash,
@@ -725,7 +782,7 @@ fn save_working(
         commands_rejected,
     } = view;
     let seq = *seq;
-    let mut parts: Vec<(String, Vec<u8>)> = Vec::with_capacity(accounts.len() + apps.len() + 2);
+    let mut parts: Vec<(String, Vec<u8>)> = Vec::with_capacity(accounts.len() + apps.len() + 3);
     for (id, account) in accounts {
         parts.push((account_name(id), json(&PartRef { seq, view: account })));
     }
@@ -733,15 +790,17 @@ fn save_working(
         parts.push((app_name(*id), json(&PartRef { seq, view: app })));
     }
     let shared = SharedRef {
-        seq,
         streams,
         orders,
         bills,
         deadlines,
+    };
+    parts.push((shared_name(), json(&PartRef { seq, view: &shared })));
+    let list = PartListRef {
         accounts: accounts.keys().collect(),
         apps: apps.keys().copied().collect(),
     };
-    parts.push((shared_name(), json(&shared)));
+    parts.push((part_list_name(), json(&PartRef { seq, view: &list })));
     // The header last: a backend that cannot write all parts at once leaves, if it stops
     // midway, the previous header, whose position no longer matches the parts written.
     let header = Header {
@@ -1292,6 +1351,46 @@ mod tests {
         .unwrap();
         import::import(&mut ledger, "generated", &lines, 256, |_| {}).unwrap();
         ledger
+    }
+
+    /// Enough parts to be read on every core, one of them of a later save.
+    fn parts_store(parts: u64, later: u64) -> MemoryStore {
+        let store = MemoryStore::new();
+        let named: Vec<(String, Vec<u8>)> = (0..parts)
+            .map(|i| {
+                let seq = if i == later { 8 } else { 7 };
+                (format!("p/{i:05}"), json(&PartRef { seq, view: &i }))
+            })
+            .collect();
+        store.put_snapshots(&named).unwrap();
+        store
+    }
+
+    #[test]
+    fn parts_read_on_every_core_come_back_in_order_as_one_thread_reads_them() {
+        let parts = 2 * PARTS_ON_EVERY_CORE_MIN as u64 + 3;
+        let store = parts_store(parts, 100);
+        let name = |i: &u64| format!("p/{i:05}");
+        let ids: Vec<u64> = (0..parts).collect();
+        let read = |seq: u64, ids: &[u64]| get_parts::<u64, u64>(&store, ids, name, seq).unwrap();
+        // Every part of the save at 7 but one of the save at 8: not a snapshot.
+        assert_eq!(read(7, &ids), None);
+        let without_later: Vec<u64> = ids.iter().copied().filter(|i| *i != 100).collect();
+        assert_eq!(read(7, &without_later), Some(without_later.clone()));
+        assert_eq!(
+            read(7, &ids[..10]),
+            Some(ids[..10].to_vec()),
+            "a few, on the calling thread"
+        );
+        let missing: Vec<u64> = without_later.iter().copied().chain([parts]).collect();
+        assert_eq!(read(7, &missing), None, "a part missing");
+
+        // History parts: those written at or before the position, in name order.
+        assert_eq!(history_parts_in::<u64>(&store, "p/", 7).unwrap(), without_later);
+        assert_eq!(history_parts_in::<u64>(&store, "p/", 8).unwrap(), ids);
+        store.put_snapshot("p/00200", b"not a part").unwrap();
+        let error = history_parts_in::<u64>(&store, "p/", 8).unwrap_err().to_string();
+        assert!(error.contains("p/00200"), "the error names the part: {error}");
     }
 
     #[test]

@@ -226,6 +226,29 @@ fn a_snapshot_of_another_format_or_torn_is_ignored() {
     let part = replay::load_for_app(store, *app, None).unwrap();
     assert_eq!(part.apps.get(app), Some(view));
     assert!(!part.streams.is_empty(), "not read alone");
+
+    // The same for the shared maps and for the part list, read beside the other parts.
+    for part in ["shared", "part-list"] {
+        ledger.save_snapshot().unwrap();
+        let store = ledger.store();
+        assert_eq!(replay::snapshot_position(store).unwrap(), Some(full.seq));
+        let name = format!("{SNAPSHOT_NAME}/{part}");
+        let stored = String::from_utf8(store.get_snapshot(&name).unwrap().expect("stored")).unwrap();
+        let stale = stored.replacen(
+            &format!(r#"{{"seq":{},"#, full.seq),
+            &format!(r#"{{"seq":{},"#, full.seq - 1),
+            1,
+        );
+        assert_ne!(stale, stored, "{part} is stamped with the save's position");
+        store.put_snapshot(&name, stale.as_bytes()).unwrap();
+        assert_eq!(
+            replay::snapshot_position(store).unwrap(),
+            None,
+            "{part} of another save"
+        );
+        assert_eq!(replay::load(store, None).unwrap(), full);
+        assert_eq!(replay::load_working(store).unwrap(), full, "{part}");
+    }
 }
 
 /// Instants at which something happened in the log, and the instant just before each;
