@@ -655,9 +655,9 @@ fn get_parts<K: Sync, T: DeserializeOwned + Send>(
 /// as a part.
 const PARTS_PER_TASK_MIN: usize = 64;
 
-/// Parts from which they are decoded on every core. Fewer are decoded on the calling
-/// thread: waking rayon's threads for a query's handful costs more than it saves, and
-/// they then spin a while, on cores a query shares.
+/// The fewest parts decoded on every core. Fewer are decoded on the calling thread: waking
+/// rayon's threads for a query's handful costs more than it saves, and they then spin a
+/// while, on cores the query shares.
 const PARTS_ON_EVERY_CORE_MIN: usize = 4 * PARTS_PER_TASK_MIN;
 
 /// The snapshot's working view, if the snapshot is valid and `until` does not cut it.
