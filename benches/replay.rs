@@ -43,7 +43,7 @@ use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
 /// Raise when the generated workload changes: cached logs of another version are rebuilt.
-const GENERATOR_VERSION: u32 = 2;
+const GENERATOR_VERSION: u32 = 4;
 
 /// Inputs per `Ledger::submit` (one acknowledged batch, one flush) while building a log.
 const BUILD_CHUNK_INPUTS: usize = 4096;
@@ -172,16 +172,28 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn start_instant() -> chrono::DateTime<Utc> {
-    // 2025-01-01T00:00:00+08:00
-    Utc.with_ymd_and_hms(2024, 12, 31, 16, 0, 0).unwrap()
+/// The first instant after every log's last day (2025-03-15T00:00:00+08:00). A log starts
+/// its `days` before it (the small log on 2025-01-01), so the hot app lives the same
+/// calendar days in either log: its months, bills and reminders fall on the same dates and
+/// its working view holds the same months of users. (Generator 2 started both logs on
+/// 2025-01-01: the large log's hot app then ended on 31 December with a full month of
+/// users where the small log's had half of March, and `state app` decoded twice the users.)
+fn end_instant() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 14, 16, 0, 0).unwrap()
 }
 
-fn at(day: u64, second_of_day: u64) -> Instant {
-    Instant::from_utc(start_instant() + Span::days(day as i64) + Span::seconds(second_of_day.min(86_399) as i64))
+/// The hot app's account: one past the population's.
+fn hot_account(spec: &Spec) -> AccountId {
+    account_id(spec.accounts)
 }
 
 impl Spec {
+    fn at(&self, day: u64, second_of_day: u64) -> Instant {
+        assert!(day < self.days, "day {day} is inside the log's {} days", self.days);
+        let start = end_instant() - Span::days(self.days as i64);
+        Instant::from_utc(start + Span::days(day as i64) + Span::seconds(second_of_day.min(86_399) as i64))
+    }
+
     /// The day the hot app is created, bought and starts its logins.
     fn hot_from_day(&self) -> u64 {
         self.days - self.hot_days
@@ -194,7 +206,7 @@ const LONG_LIVED: u64 = 10;
 
 /// In the middle of the hot app's life.
 fn as_of_instant(spec: &Spec) -> Instant {
-    at(spec.hot_from_day() + spec.hot_days / 2, 13 * 3600 + 1)
+    spec.at(spec.hot_from_day() + spec.hot_days / 2, 13 * 3600 + 1)
 }
 
 fn load_built(dir: &Path) -> Option<Built> {
@@ -298,7 +310,7 @@ fn generate(spec: &Spec, dir: &Path) -> (u64, String, u64) {
         let mut push = |key_text: String, second: u64, actor: Actor, command: Command| {
             inputs.push(Input {
                 key: key(key_text),
-                at: at(day, second),
+                at: spec.at(day, second),
                 actor,
                 command,
             })
@@ -331,7 +343,7 @@ fn generate(spec: &Spec, dir: &Path) -> (u64, String, u64) {
                 );
                 for i in 0..spec.apps_per_account {
                     let g = a * spec.apps_per_account + i;
-                    if g == 0 && hot_from_day > 0 {
+                    if g == 0 {
                         continue;
                     }
                     push(
@@ -347,13 +359,38 @@ fn generate(spec: &Spec, dir: &Path) -> (u64, String, u64) {
                 }
             }
         }
-        if day == hot_from_day && day > 0 {
+        if day == hot_from_day {
+            // The hot app's account holds it alone and opens with it, so the account's
+            // story, which `explain app` tells from too, is the same in either log.
+            let account = hot_account(spec);
+            push(
+                "open/hot".into(),
+                8 * 3600,
+                Actor::Customer,
+                Command::OpenAccount {
+                    account: account.clone(),
+                    creator: Contact {
+                        email: "ops@hot.example".into(),
+                        sms: format!("+65-8{:07}", spec.accounts),
+                    },
+                },
+            );
+            push(
+                "fund/hot/0".into(),
+                8 * 3600 + 1,
+                Actor::Customer,
+                Command::AddFunds {
+                    account: account.clone(),
+                    kind: MoneyKind::Cash,
+                    amount: cash(5_000),
+                },
+            );
             push(
                 "create/0".into(),
                 8 * 3600 + 2,
                 Actor::Customer,
                 Command::CreateApp {
-                    account: account_id(0),
+                    account,
                     app: hot,
                     name: "App 0".into(),
                 },
@@ -410,7 +447,7 @@ fn generate(spec: &Spec, dir: &Path) -> (u64, String, u64) {
                 }
             } else if !gone {
                 let view = view.expect("not gone");
-                let now = at(day, second);
+                let now = spec.at(day, second);
                 match persona(g) {
                     Persona::Manual => {
                         let due = view
@@ -494,8 +531,12 @@ fn generate(spec: &Spec, dir: &Path) -> (u64, String, u64) {
 const WARM_UP_SAMPLES: usize = 5;
 
 /// Samples `f` until `max` samples or `budget` is spent (at least `min`), after
-/// [`WARM_UP_SAMPLES`] uncounted ones; sorted.
-fn sample(min: usize, max: usize, budget: Duration, mut f: impl FnMut()) -> Vec<Duration> {
+/// [`WARM_UP_SAMPLES`] uncounted ones; sorted. Prints what the kernel counted for the
+/// counted samples ([`common::KernelCounters`]): a query that waits for the disk or for a
+/// CPU, maps fresh memory, or runs while the machine is busy or its host takes the CPU,
+/// says so, which its time alone does not.
+fn sample(what: &str, min: usize, max: usize, budget: Duration, mut f: impl FnMut()) -> Vec<Duration> {
+    println!("{what}:");
     let warm_up: Vec<String> = (0..WARM_UP_SAMPLES)
         .map(|_| {
             let t = WallClock::now();
@@ -505,11 +546,15 @@ fn sample(min: usize, max: usize, budget: Duration, mut f: impl FnMut()) -> Vec<
         .collect();
     println!("  warm-up, not counted: {} ms", warm_up.join(", "));
     let started = WallClock::now();
+    let counted_from = common::KernelCounters::now();
     let mut out = Vec::new();
     while out.len() < min || (out.len() < max && started.elapsed() < budget) {
         let t = WallClock::now();
         f();
         out.push(t.elapsed());
+    }
+    if let (Some(from), Some(to)) = (counted_from, common::KernelCounters::now()) {
+        println!("  {}", to.since(from).describe(out.len()));
     }
     // Where the slowest samples fell (a tail of first samples is a cold cache).
     let mut order: Vec<usize> = (0..out.len()).collect();
@@ -721,6 +766,20 @@ fn measure(built: &Built, scale: Scale) -> Measured {
     // The working view a snapshot at the head holds: the whole view less its settled
     // history (saving settles the view it stores).
     let working_view_digest = digest(&serde_json::to_vec(&zero).expect("serialize"));
+    // What `state app` decodes besides the app's fields: the same in both logs.
+    let hot = &zero.apps[&built.hot];
+    let hot_months: Vec<String> = hot
+        .usage
+        .iter()
+        .map(|(month, usage)| format!("{month}: {} users", usage.users.len()))
+        .collect();
+    let hot_account = &zero.accounts[&hot.account];
+    println!(
+        "hot app's working view: usage {}; story {} positions, its account's {}",
+        hot_months.join(", "),
+        hot.story_settled + hot.story.len() as u64,
+        hot_account.story_settled + hot_account.story.len() as u64
+    );
     drop(zero);
     let as_of_zero = replay::load_from_zero(&store, Some(built.as_of)).expect("replay as of");
     let want_as_of = digest(state_app_text(&as_of_zero, built.hot, Some(built.as_of)).as_bytes());
@@ -742,17 +801,17 @@ fn measure(built: &Built, scale: Scale) -> Measured {
 
     // Queries, as the CLI runs them (after opening the store): load, look up, render.
     let budget = Duration::from_millis(if scale == Scale::Smoke { 200 } else { 20_000 });
-    let state = sample(3, 200, budget, || {
+    let state = sample("state app", 3, 200, budget, || {
         let view = replay::load_for_app(&store, built.hot, None).expect("load");
         let text = state_app_text(&view, built.hot, None);
         assert_eq!(digest(text.as_bytes()), want_state, "state app answers as from 0");
     });
-    let explain = sample(3, 200, budget, || {
+    let explain = sample("explain app", 3, 200, budget, || {
         let view = replay::load_for_app(&store, built.hot, None).expect("load");
         let text = explain_text(&store, &view, built.hot);
         assert_eq!(digest(text.as_bytes()), want_explain, "explain app answers as from 0");
     });
-    let explain_long_lived = sample(3, 200, budget, || {
+    let explain_long_lived = sample("explain app, long-lived", 3, 200, budget, || {
         let view = replay::load_for_app(&store, long_lived, None).expect("load");
         let text = explain_text(&store, &view, long_lived);
         assert_eq!(
@@ -761,7 +820,7 @@ fn measure(built: &Built, scale: Scale) -> Measured {
             "explain app (long-lived) answers as from 0"
         );
     });
-    let as_of = sample(3, 200, budget, || {
+    let as_of = sample("state app --as-of", 3, 200, budget, || {
         let view = replay::load_app(&store, built.hot, Some(built.as_of)).expect("load as of");
         let text = state_app_text(&view, built.hot, Some(built.as_of));
         assert_eq!(

@@ -87,6 +87,105 @@ pub fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// What the kernel counts while a bench part runs. For the calling thread: nanoseconds on
+/// a CPU and waiting for one (`/proc/thread-self/schedstat`; on a virtual machine, time the
+/// host gives to others still counts as on a CPU). For the process: page faults (minor: a
+/// page mapped without IO; major: one read from disk), `read`/`pread` calls and the bytes
+/// they asked for, wherever they came from (sled reads its file so when a page is not in
+/// its cache; the OS's page cache may serve them), and bytes read from the block device
+/// (`/proc/self/io`). For the machine (`/proc/stat`, 10 ms ticks summed over its cores):
+/// ticks busy (neither idle nor waiting for IO), and ticks stolen by the host.
+#[derive(Clone, Copy, Default)]
+pub struct KernelCounters {
+    pub thread_cpu_nanos: u64,
+    pub thread_wait_nanos: u64,
+    pub minor_faults: u64,
+    pub major_faults: u64,
+    pub read_calls: u64,
+    pub read_call_bytes: u64,
+    pub read_bytes: u64,
+    pub machine_ticks: u64,
+    pub machine_busy_ticks: u64,
+    pub machine_steal_ticks: u64,
+}
+
+impl KernelCounters {
+    pub fn now() -> Option<KernelCounters> {
+        let sched = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let mut sched = sched.split_whitespace().map(|f| f.parse::<u64>().ok());
+        let (thread_cpu_nanos, thread_wait_nanos) = (sched.next()??, sched.next()??);
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let io = std::fs::read_to_string("/proc/self/io").ok()?;
+        let io_field = |name: &str| -> Option<u64> {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+                .trim()
+                .parse()
+                .ok()
+        };
+        // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest time
+        // is counted in user too).
+        let machine = std::fs::read_to_string("/proc/stat").ok()?;
+        let ticks: Vec<u64> = machine
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|t| t.parse().ok())
+            .collect::<Option<_>>()?;
+        let tick = |i: usize| ticks.get(i).copied();
+        Some(KernelCounters {
+            thread_cpu_nanos,
+            thread_wait_nanos,
+            minor_faults: fields.get(7)?.parse().ok()?,
+            major_faults: fields.get(9)?.parse().ok()?,
+            read_calls: io_field("syscr")?,
+            read_call_bytes: io_field("rchar")?,
+            read_bytes: io_field("read_bytes")?,
+            machine_ticks: (0..8).map(tick).sum::<Option<u64>>()?,
+            machine_busy_ticks: [0, 1, 2, 5, 6].into_iter().map(tick).sum::<Option<u64>>()?,
+            machine_steal_ticks: tick(7)?,
+        })
+    }
+
+    /// What was counted since `earlier`.
+    pub fn since(self, earlier: KernelCounters) -> KernelCounters {
+        KernelCounters {
+            thread_cpu_nanos: self.thread_cpu_nanos - earlier.thread_cpu_nanos,
+            thread_wait_nanos: self.thread_wait_nanos - earlier.thread_wait_nanos,
+            minor_faults: self.minor_faults - earlier.minor_faults,
+            major_faults: self.major_faults - earlier.major_faults,
+            read_calls: self.read_calls - earlier.read_calls,
+            read_call_bytes: self.read_call_bytes - earlier.read_call_bytes,
+            read_bytes: self.read_bytes - earlier.read_bytes,
+            machine_ticks: self.machine_ticks - earlier.machine_ticks,
+            machine_busy_ticks: self.machine_busy_ticks - earlier.machine_busy_ticks,
+            machine_steal_ticks: self.machine_steal_ticks - earlier.machine_steal_ticks,
+        }
+    }
+
+    /// Per sample of `samples`, in words (one line).
+    pub fn describe(&self, samples: usize) -> String {
+        let n = samples.max(1) as f64;
+        let share = |t: u64| 100.0 * t as f64 / self.machine_ticks.max(1) as f64;
+        format!(
+            "a sample on average: {:.3} ms on a CPU, {:.3} ms waiting for one; {:.1} minor page faults, {:.2} major; \
+             {:.1} read calls for {:.1} KB, {:.1} KB from disk. The machine meanwhile ({} ticks): {:.0} % busy, {:.0} % stolen",
+            self.thread_cpu_nanos as f64 / n / 1e6,
+            self.thread_wait_nanos as f64 / n / 1e6,
+            self.minor_faults as f64 / n,
+            self.major_faults as f64 / n,
+            self.read_calls as f64 / n,
+            self.read_call_bytes as f64 / n / 1e3,
+            self.read_bytes as f64 / n / 1e3,
+            self.machine_ticks,
+            share(self.machine_busy_ticks),
+            share(self.machine_steal_ticks),
+        )
+    }
+}
+
 /// Time spent in `EventStore::append` (sled batch + flush) by every [`TimedStore`].
 static APPEND_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
